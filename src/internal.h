@@ -1,0 +1,98 @@
+/* internal.h - what every ptelab module shares: the assertion and error helpers, the
+ * protected-frame mechanism behind bug checks, and the machine that aggregates the
+ * per-module states.
+ *
+ * Naming: public names are ptl_<module>_<verb>; names shared between modules are
+ * ptl__<module>_<verb>; names private to a file are static. Emulated NT structures keep
+ * NT's field names (PteAddress, MdlFlags) so that kd output reads like WinDbg.
+ *
+ * Failure classes (never mixed):
+ *   PTL_ASSERT     a bug in ptelab itself: prints and aborts, in every build;
+ *   ptl__bugcheck  the emulated NT stops: freezes the machine and unwinds (stop.c);
+ *   return codes   NTSTATUS/NULL to driver code where NT returns them, -1/NULL plus
+ *                  ptl__fail() to harness callers for misuse of the harness.
+ *
+ * Thread-local state, the only mutable state outside a machine: the current machine
+ * (inside ptl_call) and the last harness error message (like errno).
+ */
+#ifndef PTELAB_INTERNAL_H
+#define PTELAB_INTERNAL_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <ptelab/ptelab.h>
+
+#define PTL_PAGE_SIZE     4096u
+#define PTL_PAGE_SHIFT    12
+#define PTL_PAGE_MASK     (PTL_PAGE_SIZE - 1u)
+#define PTL_PTES_PER_PAGE 1024u
+#define PTL_PDE_SPAN      (4u << 20) /* VA mapped by one page table */
+
+#define PTL_PAGES_SPANNED(va, n) \
+    ((uint32_t)((((uint64_t)(va)&PTL_PAGE_MASK) + (uint64_t)(n) + PTL_PAGE_MASK) >> PTL_PAGE_SHIFT))
+
+void ptl__assert_fail(const char *expr, const char *file, int line) __attribute__((noreturn));
+#define PTL_ASSERT(x) ((x) ? (void)0 : ptl__assert_fail(#x, __FILE__, __LINE__))
+
+/* Record a harness error message for ptl_error(); returns -1 for convenience. */
+int ptl__fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void ptl__set_current(ptl_machine *m);
+
+void *ptl__xcalloc(size_t n, size_t size); /* aborts on host out-of-memory */
+void *ptl__xrealloc(void *p, size_t size);
+char *ptl__xstrdup(const char *s);
+
+/* ---- protected frames: the landing points of bug checks and raised exceptions -------- */
+
+typedef ptl_frame ptl__frame; /* see ptelab.h */
+
+/* Modules: each has a state struct embedded in the machine and a private header. */
+#include "phys.h"
+#include "hal.h"
+#include "pte.h"
+#include "layout.h"
+#include "sysptes.h"
+#include "mmu.h"
+#include "process.h"
+#include "kernel.h"
+#include "stop.h"
+#include "perf.h"
+#include "iospace.h"
+
+struct ptl_machine {
+    uint32_t magic; /* PTL__MACHINE_MAGIC while alive: catches foreign handles */
+    ptl_config cfg;
+    ptl__phys phys;
+    ptl__hal hal;
+    ptl__pte pte;
+    ptl__layout layout;
+    ptl__sysptes sysptes;
+    ptl__mmu mmu;
+    ptl__procs procs;
+    ptl__kernel kernel;
+    ptl__stopstate stop;
+    ptl__perf perf;
+    ptl__iospace iospace;
+    ptl__frame *frames; /* innermost protected frame, NULL outside any */
+    int call_depth;
+};
+
+#define PTL__MACHINE_MAGIC 0x4D4C5450u /* "PTLM" */
+
+/* A machine handle is usable: not NULL and alive. Sets ptl_error otherwise. */
+bool ptl__machine_ok(const ptl_machine *m);
+
+/* Push a harness frame; use as
+ *     ptl__frame f;
+ *     if (ptl__enter(m, &f) && setjmp(f.jb) == 0) { ... }
+ *     ptl__leave(m, &f);
+ * ptl__enter always pushes; it returns false when the machine is already stopped, so the
+ * body is skipped. ptl__leave always pops. */
+bool ptl__enter(ptl_machine *m, ptl__frame *f);
+void ptl__leave(ptl_machine *m, ptl__frame *f);
+
+#endif /* PTELAB_INTERNAL_H */

@@ -1,0 +1,372 @@
+/* machine.c - boot, shutdown, the harness entry points that belong to no single module,
+ * and ptl_check.
+ *
+ * Boot order (each step may refuse with the reason in ptl_error(), leaving nothing
+ * allocated): the host check, the layout from the configuration, physical memory and the
+ * boot region's frames, the System page directory with the self-map, the MMU, the HAL's
+ * buses, the system PTE pools with their page tables, the System process, the kernel.
+ *
+ * The host check. Emulated addresses are 32-bit values carried in pointers; host pointers
+ * are told apart by value (DESIGN.md, "Addresses"). That needs the host's own code, data,
+ * heap and stack above 4 GB, as on a 64-bit PIE Linux process. Boot refuses otherwise.
+ *
+ * Thread-local state: the current machine (inside ptl_call) and the last error message.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <string.h>
+
+static _Thread_local ptl_machine *tls_current;
+static _Thread_local char tls_error[512];
+
+void ptl__assert_fail(const char *expr, const char *file, int line)
+{
+    fprintf(stderr, "ptelab: internal error (a bug in ptelab, please report it): %s:%d: %s\n", file,
+            line, expr);
+    abort();
+}
+
+int ptl__fail(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(tls_error, sizeof tls_error, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+const char *ptl_error(void)
+{
+    return tls_error[0] ? tls_error : "no error";
+}
+
+void *ptl__xcalloc(size_t n, size_t size)
+{
+    void *p = calloc(n ? n : 1, size ? size : 1);
+    if (!p) {
+        fprintf(stderr, "ptelab: the host is out of memory\n");
+        abort();
+    }
+    return p;
+}
+
+void *ptl__xrealloc(void *p, size_t size)
+{
+    void *q = realloc(p, size ? size : 1);
+    if (!q) {
+        fprintf(stderr, "ptelab: the host is out of memory\n");
+        abort();
+    }
+    return q;
+}
+
+char *ptl__xstrdup(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *d = ptl__xcalloc(1, n);
+    memcpy(d, s, n);
+    return d;
+}
+
+ptl_machine *ptl_current(void)
+{
+    return tls_current;
+}
+
+void ptl__set_current(ptl_machine *m)
+{
+    tls_current = m;
+}
+
+bool ptl__machine_ok(const ptl_machine *m)
+{
+    if (!m) {
+        ptl__fail("machine handle is NULL");
+        return false;
+    }
+    if (m->magic != PTL__MACHINE_MAGIC) {
+        ptl__fail("%p is not a live ptelab machine", (const void *)m);
+        return false;
+    }
+    return true;
+}
+
+void ptl_config_init(ptl_config *cfg)
+{
+    if (!cfg)
+        return;
+    memset(cfg, 0, sizeof *cfg);
+    cfg->ram_bytes = 64ull << 20;
+    cfg->profile = PTL_NT4_SP4;
+    cfg->system_pages = 0;
+    cfg->syspte_policy = PTL_SYSPTE_FIRST_FIT_LOW;
+    cfg->seed = 1;
+}
+
+static int host_check(void)
+{
+    static const char rodata[] = "ptelab";
+    static int data;
+    int stack;
+    void *heap = malloc(64);
+    const struct {
+        const char *what;
+        uintptr_t at;
+    } probes[] = {
+        {"code", (uintptr_t)&host_check}, {"read-only data", (uintptr_t)rodata},
+        {"data", (uintptr_t)&data},       {"stack", (uintptr_t)&stack},
+        {"heap", (uintptr_t)heap},
+    };
+    free(heap);
+    if (sizeof(void *) < 8)
+        return ptl__fail("ptelab needs a 64-bit host: a 32-bit host cannot tell its own "
+                         "pointers from emulated x86 addresses");
+    for (size_t i = 0; i < sizeof probes / sizeof probes[0]; i++) {
+        if (probes[i].at < (1ull << 32))
+            return ptl__fail("the host keeps its %s at %#llx, below 4 GB, where emulated x86 "
+                             "addresses live; build ptelab and its caller as position-"
+                             "independent executables on 64-bit Linux",
+                             probes[i].what, (unsigned long long)probes[i].at);
+    }
+    return 0;
+}
+
+static void machine_free(ptl_machine *m)
+{
+    ptl__kernel_free(m);
+    ptl__procs_free(m);
+    ptl__sysptes_free(m);
+    ptl__pte_free(m);
+    ptl__hal_free(&m->hal);
+    ptl__phys_free(&m->phys);
+    ptl__perf_free(m);
+    m->magic = 0;
+    free(m);
+}
+
+ptl_machine *ptl_boot(const ptl_config *cfg)
+{
+    if (!cfg) {
+        ptl__fail("ptl_boot: no configuration");
+        return NULL;
+    }
+    if (host_check() != 0)
+        return NULL;
+    ptl_machine *m = ptl__xcalloc(1, sizeof *m);
+    m->cfg = *cfg;
+    m->phys.memfd = -1;
+    ptl__perf_init(m);
+    if (ptl__layout_compute(&m->layout, cfg) != 0) {
+        machine_free(m);
+        return NULL;
+    }
+    if (ptl__phys_init(&m->phys, cfg->ram_bytes) != 0) {
+        machine_free(m);
+        return NULL;
+    }
+    m->magic = PTL__MACHINE_MAGIC;
+    for (uint32_t i = 0; i < m->layout.boot_frames; i++)
+        PTL_ASSERT(ptl__phys_alloc(&m->phys, PTL_USE_BOOT, 0) != UINT32_MAX);
+    if (ptl__pte_init(m, m->layout.system_start) != 0) {
+        machine_free(m);
+        return NULL;
+    }
+    ptl__mmu_init(m, m->pte.master_pd);
+    ptl__hal_init(&m->hal);
+    if (ptl__sysptes_init(m) != 0) {
+        machine_free(m);
+        return NULL;
+    }
+    ptl__procs_init(m);
+    ptl__kernel_init(m);
+    ptl__perf_event(m, PTL_EV_BOOT,
+                    "booted: %llu MB RAM, %u system PTEs at %08x, %u nonpaged pool expansion "
+                    "PTEs",
+                    (unsigned long long)(cfg->ram_bytes >> 20),
+                    m->layout.syspte_count + m->layout.extra_count, m->layout.syspte_va,
+                    m->layout.nppx_count);
+    return m;
+}
+
+void ptl_shutdown(ptl_machine *m)
+{
+    if (!m || m->magic != PTL__MACHINE_MAGIC)
+        return;
+    if (tls_current == m)
+        tls_current = NULL;
+    machine_free(m);
+}
+
+const ptl_config *ptl_machine_config(const ptl_machine *m)
+{
+    return ptl__machine_ok(m) ? &m->cfg : NULL;
+}
+
+int ptl_adapter_add(ptl_machine *m, INTERFACE_TYPE bus, ULONG bus_number, uint64_t bus_address,
+                    uint64_t bytes)
+{
+    if (!ptl__machine_ok(m))
+        return -1;
+    if ((int)bus < 0 || bus >= MaximumInterfaceType)
+        return ptl__fail("adapter on bus type %d, which is not an INTERFACE_TYPE", (int)bus);
+    const ptl__bus *b = ptl__hal_bus(&m->hal, bus, bus_number);
+    if (!b) {
+        if (ptl__hal_add_bus(&m->hal, bus, bus_number, 0, 0) != 0)
+            return -1;
+        b = ptl__hal_bus(&m->hal, bus, bus_number);
+    }
+    ptl__aperture ap = {bus, bus_number, bus_address, bus_address + b->translation, bytes};
+    if (ap.phys < bus_address)
+        return ptl__fail("bus address 0x%llx overflows with the bus translation",
+                         (unsigned long long)bus_address);
+    if (ptl__phys_add_aperture(&m->phys, &ap) != 0)
+        return -1;
+    ptl__perf_event(m, PTL_EV_NOTE, "adapter on %s %u: bus 0x%llx -> physical 0x%llx, %llu KB",
+                    ptl__bus_name(bus), bus_number, (unsigned long long)bus_address,
+                    (unsigned long long)ap.phys, (unsigned long long)(bytes >> 10));
+    return 0;
+}
+
+int ptl_bus_add(ptl_machine *m, INTERFACE_TYPE bus, ULONG bus_number, uint64_t translation,
+                int io_space)
+{
+    if (!ptl__machine_ok(m))
+        return -1;
+    return ptl__hal_add_bus(&m->hal, bus, bus_number, translation, io_space);
+}
+
+int ptl_phys_read(ptl_machine *m, uint64_t pa, void *buf, size_t n)
+{
+    if (!ptl__machine_ok(m))
+        return -1;
+    if (!buf && n)
+        return ptl__fail("ptl_phys_read: NULL buffer");
+    if (ptl__phys_copy(&m->phys, pa, buf, n, 0) != 0)
+        return ptl__fail("physical range 0x%llx+0x%zx is not all RAM or adapter memory",
+                         (unsigned long long)pa, n);
+    return 0;
+}
+
+int ptl_phys_write(ptl_machine *m, uint64_t pa, const void *buf, size_t n)
+{
+    if (!ptl__machine_ok(m))
+        return -1;
+    if (!buf && n)
+        return ptl__fail("ptl_phys_write: NULL buffer");
+    if (ptl__phys_copy(&m->phys, pa, (void *)(uintptr_t)buf, n, 1) != 0)
+        return ptl__fail("physical range 0x%llx+0x%zx is not all RAM or adapter memory",
+                         (unsigned long long)pa, n);
+    return 0;
+}
+
+uint32_t ptl_free_system_ptes(const ptl_machine *m)
+{
+    if (!ptl__machine_ok(m))
+        return 0;
+    return ptl__spool_free_count(m->sysptes.pool[PTL_SYSTEM_PTE_SPACE].alloc);
+}
+
+uint32_t ptl_total_system_ptes(const ptl_machine *m)
+{
+    if (!ptl__machine_ok(m))
+        return 0;
+    const ptl__syspool *p = &m->sysptes.pool[PTL_SYSTEM_PTE_SPACE];
+    return p->seg1_va ? p->total - 1 : p->total; /* the junction is not a PTE one can have */
+}
+
+uint32_t ptl_largest_free_system_ptes(const ptl_machine *m)
+{
+    if (!ptl__machine_ok(m))
+        return 0;
+    return ptl__spool_largest(m->sysptes.pool[PTL_SYSTEM_PTE_SPACE].alloc);
+}
+
+void ptl_syspte_stats_get(const ptl_machine *m, ptl_syspte_stats *out)
+{
+    if (!out)
+        return;
+    memset(out, 0, sizeof *out);
+    if (!ptl__machine_ok(m))
+        return;
+    const ptl__syspool *p = &m->sysptes.pool[PTL_SYSTEM_PTE_SPACE];
+    ptl__spool_stats st;
+    ptl__spool_stats_get(p->alloc, &st);
+    out->base_va = p->seg0_va;
+    out->total = ptl_total_system_ptes(m);
+    out->free = st.free;
+    out->largest_free = st.largest;
+    out->free_runs = st.runs;
+    out->peak_used = p->peak_used;
+    out->failed_total = p->failed_total;
+    out->failed_fragmented = p->failed_fragmented;
+    memcpy(out->hist, st.hist, sizeof out->hist);
+}
+
+int ptl_layout_regions(const ptl_machine *m, const ptl_region **regions)
+{
+    if (!ptl__machine_ok(m))
+        return 0;
+    if (regions)
+        *regions = m->layout.regions;
+    return m->layout.nregions;
+}
+
+void ptl_layout_print(const ptl_machine *m, FILE *out)
+{
+    if (!ptl__machine_ok(m) || !out)
+        return;
+    const ptl__layout *l = &m->layout;
+    static const char *const profiles[] = {"NT 4.0 SP3", "NT 4.0 SP4", "Windows 2000",
+                                           "Windows XP"};
+    fprintf(out, "%s, %llu MB RAM%s%s\n", profiles[m->cfg.profile],
+            (unsigned long long)(m->cfg.ram_bytes >> 20), m->cfg.boot_3gb ? ", /3GB" : "",
+            m->cfg.userva_mb ? ", /USERVA" : "");
+    fprintf(out, "%-34s %-10s %-10s %10s\n", "region", "start", "end", "size");
+    for (int i = 0; i < l->nregions; i++) {
+        const ptl_region *r = &l->regions[i];
+        uint64_t end = r->end ? r->end : (1ull << 32);
+        uint64_t size = end - r->start;
+        char sz[32];
+        if (size >= (1u << 20) && size % (1u << 20) == 0)
+            snprintf(sz, sizeof sz, "%llu MB", (unsigned long long)(size >> 20));
+        else
+            snprintf(sz, sizeof sz, "%llu KB", (unsigned long long)(size >> 10));
+        fprintf(out, "%-34s 0x%08X 0x%08llX %10s\n", r->name, r->start,
+                (unsigned long long)(end - 1), sz);
+    }
+    ptl_syspte_stats st;
+    ptl_syspte_stats_get(m, &st);
+    fprintf(out,
+            "System PTEs: %u total (RAM-based default %u%s), %u free, largest free run "
+            "%u\n",
+            st.total, l->computed_system_ptes,
+            m->cfg.system_pages == 0            ? ""
+            : m->cfg.system_pages == 0xFFFFFFFF ? ", SystemPages maximum"
+                                                : ", SystemPages set",
+            st.free, st.largest_free);
+    fprintf(out, "Nonpaged pool: %u KB initial, %u KB maximum; %u expansion PTEs\n",
+            l->inp_bytes >> 10, l->max_npp_bytes >> 10, l->nppx_count);
+    fprintf(out, "Paged pool: %u KB\n", (l->paged_end - l->paged_va) >> 10);
+}
+
+int ptl_check(ptl_machine *m)
+{
+    if (!ptl__machine_ok(m))
+        return -1;
+    char *text = NULL;
+    size_t len = 0;
+    FILE *why = open_memstream(&text, &len);
+    if (!why)
+        return ptl__fail("ptl_check: no memory for the report");
+    int rc = 0;
+    if (ptl__layout_check(&m->layout, why) || ptl__phys_check(&m->phys, why) ||
+        ptl__pte_check(m, why) || ptl__sysptes_check(m, why) || ptl__mmu_check(m, why) ||
+        ptl__process_check(m, why) || ptl__kernel_check(m, why))
+        rc = -1;
+    fclose(why);
+    if (rc)
+        ptl__fail("invariant broken: %s", text ? text : "?");
+    free(text);
+    return rc;
+}

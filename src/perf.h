@@ -1,0 +1,47 @@
+/* perf.h - the event log and the simulated clock. See perf.c. */
+#ifndef PTELAB_PERF_H
+#define PTELAB_PERF_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum ptl__event_type {
+    PTL_EV_BOOT = 0,
+    PTL_EV_PROCESS,
+    PTL_EV_DRIVER,
+    PTL_EV_THREAD,
+    PTL_EV_MAP,    /* a mapping made */
+    PTL_EV_UNMAP,  /* a mapping removed */
+    PTL_EV_FAIL,   /* a request NT refused (NULL, NTSTATUS) */
+    PTL_EV_HAZARD, /* something NT allows that corrupts or is illegal (cache conflict...) */
+    PTL_EV_MISUSE, /* a driver error ptelab diagnosed without a STOP */
+    PTL_EV_STOP,
+    PTL_EV_NOTE,
+    PTL_EV_TYPES
+} ptl__event_type;
+
+typedef struct ptl__event {
+    uint64_t seq;
+    uint64_t tick;      /* simulated clock: one tick per DDI call */
+    uint32_t free_ptes; /* Free System Page Table Entries at that moment */
+    uint8_t type;
+    char text[160];
+} ptl__event;
+
+typedef struct ptl__perf {
+    ptl__event *ev;
+    size_t n, cap;
+    uint64_t tick;
+    uint64_t count[PTL_EV_TYPES];
+    int echo; /* print events to stderr as they happen */
+} ptl__perf;
+
+struct ptl_machine;
+void ptl__perf_init(struct ptl_machine *m);
+void ptl__perf_free(struct ptl_machine *m);
+void ptl__perf_tick(struct ptl_machine *m); /* one DDI call */
+void ptl__perf_event(struct ptl_machine *m, ptl__event_type type, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+const char *ptl__event_type_name(int type);
+
+#endif

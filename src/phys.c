@@ -1,0 +1,273 @@
+/* phys.c - physical memory as the NT memory manager and a bus-master device see it.
+ *
+ * Models:
+ *   - RAM of ram_bytes as 4 KB page frames 0..ram_pages-1, each with a PFN database
+ *     entry (MMPFN: PteAddress, PteFrame, ReferenceCount, ShareCount, PageLocation);
+ *   - adapter apertures: physical ranges above RAM decoded by a device. They have no PFN
+ *     entries, as NT treats I/O space (MmMapIoSpace of such a range never touches the PFN
+ *     database; Windows Internals, "Page frame number database").
+ *
+ * Host backing. The whole 4 GB physical space of a non-PAE x86 is one sparse host object:
+ * a memfd (or, where there is none, an anonymous MAP_NORESERVE mapping) of 4 GB, mapped
+ * once. Frame N lives at byte N*4096, an aperture at its physical address. The host only
+ * commits pages that are written, so a 3.5 GB machine costs a few MB. Native mode (DESIGN.md)
+ * will alias these same pages at emulated virtual addresses.
+ *
+ *     host:  [frame 0][frame 1] ... [frame ram_pages-1] ...hole... [aperture] ... 4 GB
+ *
+ * Reads of a frame that was never committed return zeros without committing it (the
+ * `touched` bitmap), so inspecting memory (kd, ptl_phys_read) costs nothing.
+ *
+ * The PFN database is lazily committed too: a zero entry means "zeroed, free", and frames
+ * are handed out from a high-water mark before the free list is used, so untouched RAM
+ * never has its entry written.
+ *
+ * Invariants (ptl__phys_check):
+ *   - every frame below hwm is either on the free list (PageLocation FreePageList, Use
+ *     FREE) or in use (Use != FREE); in_use + free_count == hwm;
+ *   - use_count[u] is the number of in-use frames with Use == u;
+ *   - apertures lie above RAM, below 4 GB, and do not overlap.
+ */
+
+#include "internal.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#define PHYS_SPACE_BYTES (4ull << 30)
+#define PHYS_SPACE_PAGES (1u << 20)
+
+static const char *const frame_use_names[PTL_USE_MAX] = {
+    "free",         "boot",         "page directory", "page table", "nonpaged pool",
+    "kernel stack", "driver image", "private",        "noncached",
+};
+
+const char *ptl__frame_use_name(int use)
+{
+    return (use >= 0 && use < PTL_USE_MAX) ? frame_use_names[use] : "?";
+}
+
+int ptl__phys_init(ptl__phys *ph, uint64_t ram_bytes)
+{
+    memset(ph, 0, sizeof *ph);
+    ph->memfd = -1;
+    ph->ram_pages = (uint32_t)(ram_bytes >> PTL_PAGE_SHIFT);
+    ph->host_bytes = (size_t)PHYS_SPACE_BYTES;
+#ifdef MFD_CLOEXEC
+    ph->memfd = memfd_create("ptelab-phys", MFD_CLOEXEC);
+    if (ph->memfd >= 0 && ftruncate(ph->memfd, (off_t)PHYS_SPACE_BYTES) != 0) {
+        close(ph->memfd);
+        ph->memfd = -1;
+    }
+#endif
+    void *host;
+    if (ph->memfd >= 0)
+        host = mmap(NULL, ph->host_bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE,
+                    ph->memfd, 0);
+    else
+        host = mmap(NULL, ph->host_bytes, PROT_READ | PROT_WRITE,
+                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (host == MAP_FAILED) {
+        if (ph->memfd >= 0)
+            close(ph->memfd);
+        return ptl__fail("cannot reserve 4 GB of host address space for physical memory: %s",
+                         strerror(errno));
+    }
+    ph->host = host;
+    ph->pfn_bytes = ((size_t)ph->ram_pages * sizeof(ptl__pfn) + 4095) & ~(size_t)4095;
+    void *pfn = mmap(NULL, ph->pfn_bytes, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (pfn == MAP_FAILED) {
+        munmap(ph->host, ph->host_bytes);
+        if (ph->memfd >= 0)
+            close(ph->memfd);
+        return ptl__fail("cannot reserve host memory for the PFN database: %s", strerror(errno));
+    }
+    ph->pfn = pfn;
+    ph->touched = ptl__xcalloc(PHYS_SPACE_PAGES / 64, sizeof(uint64_t));
+    return 0;
+}
+
+void ptl__phys_free(ptl__phys *ph)
+{
+    if (ph->host)
+        munmap(ph->host, ph->host_bytes);
+    if (ph->pfn)
+        munmap(ph->pfn, ph->pfn_bytes);
+    if (ph->memfd >= 0)
+        close(ph->memfd);
+    free(ph->touched);
+    free(ph->apertures);
+    memset(ph, 0, sizeof *ph);
+    ph->memfd = -1;
+}
+
+static bool is_touched(const ptl__phys *ph, uint32_t pfn)
+{
+    return (ph->touched[pfn >> 6] >> (pfn & 63)) & 1u;
+}
+
+uint8_t *ptl__phys_frame(ptl__phys *ph, uint32_t pfn)
+{
+    PTL_ASSERT(pfn < PHYS_SPACE_PAGES);
+    if (!is_touched(ph, pfn)) {
+        ph->touched[pfn >> 6] |= 1ull << (pfn & 63);
+        ph->touched_count++;
+    }
+    return ph->host + ((size_t)pfn << PTL_PAGE_SHIFT);
+}
+
+uint32_t ptl__phys_alloc(ptl__phys *ph, ptl__frame_use use, uint32_t owner_pid)
+{
+    PTL_ASSERT(use != PTL_USE_FREE && use < PTL_USE_MAX);
+    uint32_t pfn;
+    if (ph->free_head) {
+        pfn = ph->free_head - 1;
+        ph->free_head = ph->pfn[pfn].Flink;
+        ph->free_count--;
+        /* A released frame may hold old data; NT zeroes before handing out for these
+         * uses (MiRemoveZeroPage), and so do we. */
+        if (is_touched(ph, pfn))
+            memset(ph->host + ((size_t)pfn << PTL_PAGE_SHIFT), 0, PTL_PAGE_SIZE);
+    } else if (ph->hwm < ph->ram_pages) {
+        pfn = ph->hwm++;
+    } else {
+        return UINT32_MAX;
+    }
+    ptl__pfn *e = &ph->pfn[pfn];
+    memset(e, 0, sizeof *e);
+    e->PageLocation = ActiveAndValid;
+    e->Use = (uint8_t)use;
+    e->OwnerPid = owner_pid;
+    ph->in_use++;
+    ph->use_count[use]++;
+    return pfn;
+}
+
+void ptl__phys_release(ptl__phys *ph, uint32_t pfn)
+{
+    PTL_ASSERT(pfn < ph->hwm);
+    ptl__pfn *e = &ph->pfn[pfn];
+    PTL_ASSERT(e->Use != PTL_USE_FREE && e->Use != PTL_USE_BOOT);
+    PTL_ASSERT(e->ShareCount == 0 && e->LockCount == 0);
+    ph->use_count[e->Use]--;
+    ph->in_use--;
+    memset(e, 0, sizeof *e);
+    e->PageLocation = FreePageList;
+    e->Flink = ph->free_head;
+    ph->free_head = pfn + 1;
+    ph->free_count++;
+}
+
+uint32_t ptl__phys_available(const ptl__phys *ph)
+{
+    return ph->ram_pages - ph->in_use;
+}
+
+int ptl__phys_is_ram(const ptl__phys *ph, uint64_t pa)
+{
+    return (pa >> PTL_PAGE_SHIFT) < ph->ram_pages;
+}
+
+const ptl__aperture *ptl__phys_aperture_of(const ptl__phys *ph, uint64_t pa)
+{
+    for (int i = 0; i < ph->napertures; i++) {
+        const ptl__aperture *a = &ph->apertures[i];
+        if (pa >= a->phys && pa - a->phys < a->bytes)
+            return a;
+    }
+    return NULL;
+}
+
+int ptl__phys_add_aperture(ptl__phys *ph, const ptl__aperture *ap)
+{
+    uint64_t ram_end = (uint64_t)ph->ram_pages << PTL_PAGE_SHIFT;
+    if (ap->bytes == 0)
+        return ptl__fail("adapter aperture of 0 bytes");
+    if ((ap->phys | ap->bytes) & PTL_PAGE_MASK)
+        return ptl__fail("adapter aperture 0x%llx+0x%llx is not page aligned",
+                         (unsigned long long)ap->phys, (unsigned long long)ap->bytes);
+    if (ap->phys < ram_end)
+        return ptl__fail("adapter aperture at 0x%llx overlaps RAM (which ends at 0x%llx)",
+                         (unsigned long long)ap->phys, (unsigned long long)ram_end);
+    if (ap->phys >= PHYS_SPACE_BYTES || ap->bytes > PHYS_SPACE_BYTES - ap->phys)
+        return ptl__fail("adapter aperture 0x%llx+0x%llx lies beyond 4 GB, which a non-PAE "
+                         "x86 cannot address",
+                         (unsigned long long)ap->phys, (unsigned long long)ap->bytes);
+    for (int i = 0; i < ph->napertures; i++) {
+        const ptl__aperture *o = &ph->apertures[i];
+        if (ap->phys < o->phys + o->bytes && o->phys < ap->phys + ap->bytes)
+            return ptl__fail("adapter aperture 0x%llx+0x%llx overlaps the one at 0x%llx",
+                             (unsigned long long)ap->phys, (unsigned long long)ap->bytes,
+                             (unsigned long long)o->phys);
+    }
+    ph->apertures = ptl__xrealloc(ph->apertures, (size_t)(ph->napertures + 1) * sizeof *ap);
+    ph->apertures[ph->napertures++] = *ap;
+    return 0;
+}
+
+int ptl__phys_copy(ptl__phys *ph, uint64_t pa, void *buf, size_t n, int write)
+{
+    uint8_t *p = buf;
+    while (n > 0) {
+        if (pa >= PHYS_SPACE_BYTES || (!ptl__phys_is_ram(ph, pa) && !ptl__phys_aperture_of(ph, pa)))
+            return -1;
+        uint32_t pfn = (uint32_t)(pa >> PTL_PAGE_SHIFT);
+        size_t off = (size_t)(pa & PTL_PAGE_MASK);
+        size_t chunk = PTL_PAGE_SIZE - off;
+        if (chunk > n)
+            chunk = n;
+        if (write)
+            memcpy(ptl__phys_frame(ph, pfn) + off, p, chunk);
+        else if (is_touched(ph, pfn))
+            memcpy(p, ph->host + ((size_t)pfn << PTL_PAGE_SHIFT) + off, chunk);
+        else
+            memset(p, 0, chunk);
+        p += chunk;
+        pa += chunk;
+        n -= chunk;
+    }
+    return 0;
+}
+
+int ptl__phys_check(const ptl__phys *ph, FILE *why)
+{
+    uint32_t used = 0, counts[PTL_USE_MAX] = {0}, onfree = 0;
+    for (uint32_t pfn = 0; pfn < ph->hwm; pfn++) {
+        const ptl__pfn *e = &ph->pfn[pfn];
+        if (e->Use == PTL_USE_FREE) {
+            if (e->PageLocation != FreePageList) {
+                fprintf(why, "phys: free frame 0x%x has PageLocation %u\n", pfn, e->PageLocation);
+                return -1;
+            }
+            continue;
+        }
+        if (e->Use >= PTL_USE_MAX) {
+            fprintf(why, "phys: frame 0x%x has bad use %u\n", pfn, e->Use);
+            return -1;
+        }
+        used++;
+        counts[e->Use]++;
+    }
+    for (uint32_t f = ph->free_head; f; f = ph->pfn[f - 1].Flink) {
+        if (f - 1 >= ph->hwm || ph->pfn[f - 1].Use != PTL_USE_FREE || ++onfree > ph->hwm) {
+            fprintf(why, "phys: free list corrupt at frame 0x%x\n", f - 1);
+            return -1;
+        }
+    }
+    if (used != ph->in_use || onfree != ph->free_count || used + onfree != ph->hwm) {
+        fprintf(why, "phys: in_use %u/%u, free %u/%u, hwm %u disagree\n", used, ph->in_use, onfree,
+                ph->free_count, ph->hwm);
+        return -1;
+    }
+    for (int u = 0; u < PTL_USE_MAX; u++) {
+        if (counts[u] != ph->use_count[u]) {
+            fprintf(why, "phys: %u frames in use as %s, counter says %u\n", counts[u],
+                    frame_use_names[u], ph->use_count[u]);
+            return -1;
+        }
+    }
+    return 0;
+}

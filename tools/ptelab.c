@@ -1,0 +1,266 @@
+/* ptelab.c - the command-line front door.
+ *
+ *   ptelab demo                    the main job on the embedded default machine
+ *   ptelab layout [options]        the boot-time address-space layout
+ *   ptelab kd [options] [-c CMDS]  WinDbg-style commands on a machine
+ *   ptelab --help | --version
+ *
+ * Exit codes follow sysexits.h: 0 success, 64 usage error, 65 data error (a configuration
+ * the machine refuses), 70 internal error.
+ */
+#include <ptelab/ptelab.h>
+#include <ptelab/wdm.h>
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define EX_USAGE_ 64
+#define EX_DATA_  65
+
+static const char usage_text[] =
+    "usage: ptelab COMMAND [OPTIONS]\n"
+    "\n"
+    "An executable model of the Windows NT (x86) memory manager as device drivers see it.\n"
+    "\n"
+    "commands:\n"
+    "  demo                 the article end to end on a 64 MB NT 4.0 SP4 machine\n"
+    "  layout               print the system address-space layout the machine boots with\n"
+    "  kd [-c \"cmd; cmd\"]   WinDbg-style commands (!vm, !sysptes, !pte, ...) on a machine\n"
+    "\n"
+    "machine options (layout, kd):\n"
+    "  --ram SIZE           RAM, e.g. 64M, 512M, 3584M, 3.5G (default 64M)\n"
+    "  --system-pages N     registry SystemPages: 0 computed, max, or a count\n"
+    "  --3gb                boot with /3GB\n"
+    "  --userva MB          boot with /USERVA=MB (needs --3gb)\n"
+    "  --profile P          nt4sp3, nt4sp4 (default), win2000, winxp\n"
+    "\n"
+    "  --help, --version\n";
+
+static int usage_error(const char *fmt, const char *arg)
+{
+    fprintf(stderr, "ptelab: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, "\n(ptelab --help shows the usage)\n");
+    return EX_USAGE_;
+}
+
+/* "64M", "3.5G", "1048576", "512K" -> bytes; 0 on error. */
+static uint64_t parse_size(const char *s)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || v <= 0)
+        return 0;
+    double mult = 1;
+    if (*end == 'K' || *end == 'k')
+        mult = 1024.0, end++;
+    else if (*end == 'M' || *end == 'm')
+        mult = 1024.0 * 1024, end++;
+    else if (*end == 'G' || *end == 'g')
+        mult = 1024.0 * 1024 * 1024, end++;
+    if (*end == 'B' || *end == 'b')
+        end++;
+    if (*end)
+        return 0;
+    double bytes = v * mult;
+    if (bytes > 1e15)
+        return 0;
+    return (uint64_t)bytes;
+}
+
+static int parse_uint(const char *s, uint32_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 0);
+    if (errno || end == s || *end || v > 0xFFFFFFFFull || s[0] == '-')
+        return -1;
+    *out = (uint32_t)v;
+    return 0;
+}
+
+/* Parse the machine options at argv[*i]; 1 consumed, 0 not a machine option, -1 error. */
+static int machine_option(int argc, char **argv, int *i, ptl_config *cfg)
+{
+    const char *a = argv[*i];
+    const char *val = (*i + 1 < argc) ? argv[*i + 1] : NULL;
+    if (strcmp(a, "--3gb") == 0) {
+        cfg->boot_3gb = 1;
+        return 1;
+    }
+    if (strcmp(a, "--ram") && strcmp(a, "--system-pages") && strcmp(a, "--userva") &&
+        strcmp(a, "--profile"))
+        return 0;
+    if (!val) {
+        usage_error("%s needs a value", a);
+        return -1;
+    }
+    (*i)++;
+    if (strcmp(a, "--ram") == 0) {
+        cfg->ram_bytes = parse_size(val);
+        if (!cfg->ram_bytes) {
+            usage_error("--ram '%s' is not a size like 64M or 3.5G", val);
+            return -1;
+        }
+    } else if (strcmp(a, "--system-pages") == 0) {
+        if (strcmp(val, "max") == 0)
+            cfg->system_pages = 0xFFFFFFFFu;
+        else if (parse_uint(val, &cfg->system_pages) != 0) {
+            usage_error("--system-pages '%s' is not a number or 'max'", val);
+            return -1;
+        }
+    } else if (strcmp(a, "--userva") == 0) {
+        if (parse_uint(val, &cfg->userva_mb) != 0) {
+            usage_error("--userva '%s' is not a number of MB", val);
+            return -1;
+        }
+    } else {
+        static const char *const names[] = {"nt4sp3", "nt4sp4", "win2000", "winxp"};
+        int found = -1;
+        for (int k = 0; k < 4; k++)
+            if (strcmp(val, names[k]) == 0)
+                found = k;
+        if (found < 0) {
+            usage_error("--profile '%s' is not nt4sp3, nt4sp4, win2000 or winxp", val);
+            return -1;
+        }
+        cfg->profile = (ptl_profile)found;
+    }
+    return 1;
+}
+
+static ptl_machine *boot_or_report(const ptl_config *cfg, int *rc)
+{
+    ptl_machine *m = ptl_boot(cfg);
+    if (!m) {
+        fprintf(stderr, "ptelab: the machine does not boot: %s\n", ptl_error());
+        *rc = EX_DATA_;
+    }
+    return m;
+}
+
+static int cmd_layout(int argc, char **argv)
+{
+    ptl_config cfg;
+    ptl_config_init(&cfg);
+    for (int i = 2; i < argc; i++) {
+        int r = machine_option(argc, argv, &i, &cfg);
+        if (r < 0)
+            return EX_USAGE_;
+        if (r == 0)
+            return usage_error("layout: unknown option '%s'", argv[i]);
+    }
+    int rc = 0;
+    ptl_machine *m = boot_or_report(&cfg, &rc);
+    if (!m)
+        return rc;
+    ptl_layout_print(m, stdout);
+    ptl_shutdown(m);
+    return 0;
+}
+
+static void run_kd_line(ptl_machine *m, char *line)
+{
+    /* "cmd; cmd" as windbg -c takes it */
+    for (char *save = NULL, *tok = strtok_r(line, ";\n", &save); tok;
+         tok = strtok_r(NULL, ";\n", &save)) {
+        while (*tok == ' ' || *tok == '\t')
+            tok++;
+        if (!*tok)
+            continue;
+        printf("kd> %s\n", tok);
+        ptl_kd(m, tok, stdout);
+    }
+}
+
+static int cmd_kd(int argc, char **argv)
+{
+    ptl_config cfg;
+    ptl_config_init(&cfg);
+    const char *commands = NULL;
+    for (int i = 2; i < argc; i++) {
+        int r = machine_option(argc, argv, &i, &cfg);
+        if (r < 0)
+            return EX_USAGE_;
+        if (r == 1)
+            continue;
+        if (strcmp(argv[i], "-c") == 0 && i + 1 < argc)
+            commands = argv[++i];
+        else
+            return usage_error("kd: unknown option '%s'", argv[i]);
+    }
+    int rc = 0;
+    ptl_machine *m = boot_or_report(&cfg, &rc);
+    if (!m)
+        return rc;
+    if (commands) {
+        char *copy = strdup(commands);
+        run_kd_line(m, copy);
+        free(copy);
+    } else {
+        char line[1024];
+        int tty = isatty(0);
+        for (;;) {
+            if (tty) {
+                printf("kd> ");
+                fflush(stdout);
+            }
+            if (!fgets(line, sizeof line, stdin))
+                break;
+            if (strncmp(line, "q", 1) == 0 && (line[1] == '\n' || line[1] == 0))
+                break;
+            if (!tty)
+                printf("kd> %s", line);
+            char *nl = strchr(line, '\n');
+            if (nl)
+                *nl = 0;
+            ptl_kd(m, line, stdout);
+        }
+    }
+    ptl_shutdown(m);
+    return 0;
+}
+
+static int cmd_demo(int argc, char **argv)
+{
+    (void)argv;
+    if (argc > 2)
+        return usage_error("demo takes no arguments (got '%s')", argv[2]);
+    ptl_config cfg;
+    ptl_config_init(&cfg); /* the embedded default: 64 MB, NT 4.0 SP4 */
+    int rc = 0;
+    ptl_machine *m = boot_or_report(&cfg, &rc);
+    if (!m)
+        return rc;
+    printf("== A 64 MB Windows NT 4.0 SP4 machine boots ==\n\n");
+    ptl_layout_print(m, stdout);
+    printf("\n");
+    ptl_kd(m, "!vm", stdout);
+    ptl_shutdown(m);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2)
+        return usage_error("%s", "no command given");
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+        fputs(usage_text, stdout);
+        return 0;
+    }
+    if (strcmp(cmd, "--version") == 0) {
+        printf("ptelab %s\n", PTELAB_VERSION);
+        return 0;
+    }
+    if (strcmp(cmd, "demo") == 0)
+        return cmd_demo(argc, argv);
+    if (strcmp(cmd, "layout") == 0)
+        return cmd_layout(argc, argv);
+    if (strcmp(cmd, "kd") == 0)
+        return cmd_kd(argc, argv);
+    return usage_error("unknown command '%s'", cmd);
+}
