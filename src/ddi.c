@@ -255,3 +255,23 @@ VOID MmUnmapIoSpace(PVOID BaseAddress, SIZE_T NumberOfBytes)
     }
     ptl__iospace_unmap(m, (uint32_t)(uintptr_t)BaseAddress, (uint32_t)NumberOfBytes);
 }
+
+PVOID MmAllocateNonCachedMemory(SIZE_T NumberOfBytes)
+{
+    ptl_machine *m = ddi_enter("MmAllocateNonCachedMemory");
+    if (NumberOfBytes == 0 || NumberOfBytes > 0x7FFFFFFFu)
+        return NULL;
+    uint32_t va = ptl__noncached_alloc(m, (uint32_t)NumberOfBytes);
+    return va ? (PVOID)(uintptr_t)va : NULL;
+}
+
+VOID MmFreeNonCachedMemory(PVOID BaseAddress, SIZE_T NumberOfBytes)
+{
+    ptl_machine *m = ddi_enter("MmFreeNonCachedMemory");
+    if (!EMULATED(BaseAddress) || NumberOfBytes > 0x7FFFFFFFu) {
+        ptl__perf_event(m, PTL_EV_MISUSE, "MmFreeNonCachedMemory(%p): not a system address",
+                        BaseAddress);
+        return;
+    }
+    ptl__noncached_free(m, (uint32_t)(uintptr_t)BaseAddress, (uint32_t)NumberOfBytes);
+}

@@ -62,6 +62,9 @@ typedef ptl_frame ptl__frame; /* see ptelab.h */
 #include "stop.h"
 #include "perf.h"
 #include "iospace.h"
+#include "cache.h"
+#include "object.h"
+#include "mdl.h"
 
 struct ptl_machine {
     uint32_t magic; /* PTL__MACHINE_MAGIC while alive: catches foreign handles */
@@ -77,6 +80,9 @@ struct ptl_machine {
     ptl__stopstate stop;
     ptl__perf perf;
     ptl__iospace iospace;
+    ptl__cache cache;
+    ptl__objects objects;
+    ptl__mdls mdls;
     ptl__frame *frames; /* innermost protected frame, NULL outside any */
     int call_depth;
 };

@@ -240,8 +240,7 @@ void ptl_raise_status(int32_t status)
 
 /* ---- kernel-mode access ------------------------------------------------------------ */
 
-static void kfault(ptl_machine *m, int write) __attribute__((noreturn));
-static void kfault(ptl_machine *m, int write)
+void ptl__kfault(ptl_machine *m, int write)
 {
     uint32_t va = m->mmu.fault_va;
     int irql = m->kernel.irql;
@@ -268,7 +267,7 @@ void ptl__kaccess(ptl_machine *m, uint32_t va, void *buf, size_t n, int write)
     if (n == 0)
         return;
     if (ptl__mmu_copy(m, va, buf, n, write, 0, m->kernel.irql < 2) != PTL_FAULT_NONE)
-        kfault(m, write);
+        ptl__kfault(m, write);
     if (m->kernel.in_dpc && va < m->pte.system_start)
         ptl__perf_event(m, PTL_EV_HAZARD,
                         "a DPC %s user address %08x in the context of %s (whatever ran last)",
@@ -280,7 +279,7 @@ void ptl__kfill(ptl_machine *m, uint32_t va, int value, size_t n)
     if (n == 0)
         return;
     if (ptl__mmu_fill(m, va, value, n, 0, m->kernel.irql < 2) != PTL_FAULT_NONE)
-        kfault(m, 1);
+        ptl__kfault(m, 1);
 }
 
 /* ---- threads ----------------------------------------------------------------------- */

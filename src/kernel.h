@@ -64,6 +64,8 @@ void ptl__raise(struct ptl_machine *m, int32_t status, uint32_t info0, uint32_t 
 /* Kernel-mode access at the current IRQL: faults become what NT makes of them (a
  * resolved page, an exception, or a STOP). Returns only on success. */
 void ptl__kaccess(struct ptl_machine *m, uint32_t va, void *buf, size_t n, int write);
+/* Turn the MMU's last fault (m->mmu.fault_*) into what NT makes of a kernel-mode fault. */
+void ptl__kfault(struct ptl_machine *m, int write) __attribute__((noreturn));
 void ptl__kfill(struct ptl_machine *m, uint32_t va, int value, size_t n);
 int ptl__kernel_check(struct ptl_machine *m, FILE *why);
 

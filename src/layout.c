@@ -195,7 +195,9 @@ int ptl__layout_compute(ptl__layout *l, const ptl_config *cfg)
 
     /* /USERVA: the VA between user space and 0xC0000000 becomes additional system PTEs. */
     if (cfg->userva_mb && cfg->userva_mb < 3072) {
-        l->extra_va = cfg->userva_mb * MB;
+        /* the extra region starts at the next 4 MB boundary: it has its own shared page
+         * tables, so it cannot share one with user space */
+        l->extra_va = PDE_ALIGN_UP(cfg->userva_mb * MB);
         l->extra_count = (l->system_start - l->extra_va) / PTL_PAGE_SIZE;
     }
 

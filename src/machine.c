@@ -134,6 +134,9 @@ static int host_check(void)
 
 static void machine_free(ptl_machine *m)
 {
+    ptl__mdls_free(m);
+    ptl__objects_free(m);
+    ptl__cache_free(m);
     ptl__kernel_free(m);
     ptl__procs_free(m);
     ptl__sysptes_free(m);
@@ -168,7 +171,10 @@ ptl_machine *ptl_boot(const ptl_config *cfg)
     m->magic = PTL__MACHINE_MAGIC;
     for (uint32_t i = 0; i < m->layout.boot_frames; i++)
         PTL_ASSERT(ptl__phys_alloc(&m->phys, PTL_USE_BOOT, 0) != UINT32_MAX);
-    if (ptl__pte_init(m, m->layout.system_start) != 0) {
+    /* The page tables shared by all processes begin at the lowest system address: the
+     * /USERVA extra PTE region when there is one, else MmSystemRangeStart. */
+    if (ptl__pte_init(m, m->layout.extra_count ? m->layout.extra_va : m->layout.system_start) !=
+        0) {
         machine_free(m);
         return NULL;
     }
@@ -180,6 +186,9 @@ ptl_machine *ptl_boot(const ptl_config *cfg)
     }
     ptl__procs_init(m);
     ptl__kernel_init(m);
+    ptl__cache_init(m);
+    ptl__objects_init(m);
+    ptl__mdls_init(m);
     ptl__perf_event(m, PTL_EV_BOOT,
                     "booted: %llu MB RAM, %u system PTEs at %08x, %u nonpaged pool expansion "
                     "PTEs",
@@ -362,7 +371,8 @@ int ptl_check(ptl_machine *m)
     int rc = 0;
     if (ptl__layout_check(&m->layout, why) || ptl__phys_check(&m->phys, why) ||
         ptl__pte_check(m, why) || ptl__sysptes_check(m, why) || ptl__mmu_check(m, why) ||
-        ptl__process_check(m, why) || ptl__kernel_check(m, why))
+        ptl__process_check(m, why) || ptl__kernel_check(m, why) || ptl__cache_check(m, why) ||
+        ptl__objects_check(m, why) || ptl__mdls_check(m, why))
         rc = -1;
     fclose(why);
     if (rc)

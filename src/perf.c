@@ -63,3 +63,31 @@ void ptl__perf_event(ptl_machine *m, ptl__event_type type, const char *fmt, ...)
         fprintf(stderr, "[%6llu] %-7s %s\n", (unsigned long long)e->tick, type_names[type],
                 e->text);
 }
+
+size_t ptl_event_count(const ptl_machine *m)
+{
+    return ptl__machine_ok(m) ? m->perf.n : 0;
+}
+
+int ptl_event_get(const ptl_machine *m, size_t i, ptl_event *out)
+{
+    if (!ptl__machine_ok(m) || !out || i >= m->perf.n)
+        return -1;
+    const ptl__event *e = &m->perf.ev[i];
+    out->seq = e->seq;
+    out->tick = e->tick;
+    out->type = type_names[e->type];
+    out->free_ptes = e->free_ptes;
+    out->text = e->text;
+    return 0;
+}
+
+uint64_t ptl_event_count_type(const ptl_machine *m, const char *type)
+{
+    if (!ptl__machine_ok(m) || !type)
+        return 0;
+    for (int t = 0; t < PTL_EV_TYPES; t++)
+        if (strcmp(type_names[t], type) == 0)
+            return m->perf.count[t];
+    return 0;
+}

@@ -292,13 +292,16 @@ static uint32_t slot_alloc(ptl__pagefile *pf)
 void ptl__process_decommit(ptl_process *p, uint32_t start, uint32_t end)
 {
     ptl_machine *m = p->m;
+    const ptl__vad *vad = ptl__vad_find(p, start);
+    /* only private memory owns its frames; views and locked mappings borrow theirs */
+    int owns_frames = vad && vad->kind == PTL_VAD_PRIVATE;
     for (uint32_t va = start; va < end; va += PTL_PAGE_SIZE) {
         uint32_t pte;
         if (ptl__pte_read(m, p->pd, va, &pte) != 0 || pte == 0)
             continue;
         if (pte & PTL_PTE_VALID) {
             uint32_t pfn = pte >> PTL_PAGE_SHIFT;
-            int private_frame = pfn < m->phys.ram_pages &&
+            int private_frame = owns_frames && pfn < m->phys.ram_pages &&
                                 m->phys.pfn[pfn].Use == PTL_USE_PRIVATE &&
                                 m->phys.pfn[pfn].OwnerPid == p->pid;
             ptl__pte_write(m, p->pd, va, 0);
@@ -377,6 +380,8 @@ static void teardown(ptl_process *p)
 {
     ptl_machine *m = p->m;
     ptl__kernel_process_exit(m, p);
+    ptl__objects_process_exit(m, p);
+    ptl__mdl_process_exit(m, p);
     while (p->nvads > 0) {
         ptl__vad *v = &p->vads[p->nvads - 1];
         ptl__process_decommit(p, v->start, v->end);

@@ -21,51 +21,59 @@
 #include <string.h>
 
 /* code, name, summary, P1..P4 */
-#define PTL_BUGCHECKS(X)                                                                          \
-    X(0x09, "IRQL_NOT_GREATER_OR_EQUAL", "KeRaiseIrql was asked to lower the IRQL.",              \
-      "current IRQL", "IRQL requested", "reserved", "reserved")                                   \
-    X(0x0A, "IRQL_NOT_LESS_OR_EQUAL",                                                             \
-      "Kernel code touched pageable or invalid memory at DISPATCH_LEVEL or above.",               \
-      "memory referenced", "IRQL at the time of the reference", "0: read, 1: write, 8: execute",  \
-      "address of the instruction that referenced memory")                                        \
-    X(0x1E, "KMODE_EXCEPTION_NOT_HANDLED",                                                        \
-      "A kernel-mode exception was raised and no handler took it.",                               \
-      "exception code that was not handled", "address where the exception occurred",              \
-      "exception parameter 0", "exception parameter 1 (for 0xC0000005: the address accessed)")    \
-    X(0x3F, "NO_MORE_SYSTEM_PTES",                                                                \
-      "A request for system PTEs could not be met and its caller cannot fail.",                   \
-      "0: system PTE pool, 1: nonpaged pool expansion PTEs", "size of the request in pages",      \
-      "total free system PTEs", "total system PTEs")                                              \
-    X(0x41, "MUST_SUCCEED_POOL_EMPTY", "A must-succeed pool request could not be satisfied.",     \
-      "size of the request", "pages used from nonpaged pool",                                     \
-      "nonpaged requests larger than a page", "pages available")                                  \
-    X(0x50, "PAGE_FAULT_IN_NONPAGED_AREA",                                                        \
-      "Kernel code referenced system memory that is not valid.", "memory referenced",             \
-      "0: read, 1: write", "address that referenced memory (if known)", "reserved")               \
-    X(0x76, "PROCESS_HAS_LOCKED_PAGES",                                                           \
-      "A process ended with pages still locked for I/O (a missing MmUnlockPages).",               \
-      "0: the process is terminating; 1: an unlock of pages that were not locked",                \
-      "the process object (P1 0) or the MDL (P1 1)", "number of locked pages",                    \
-      "driver stacks, or 0")                                                                      \
-    X(0x7F, "UNEXPECTED_KERNEL_MODE_TRAP", "The processor raised a trap the kernel cannot take.", \
-      "trap number", "reserved", "reserved", "reserved")                                          \
-    X(0xC4, "DRIVER_VERIFIER_DETECTED_VIOLATION",                                                 \
-      "Driver Verifier caught a driver breaking a rule.", "the violation (subcode)",              \
-      "depends on the subcode", "depends on the subcode", "depends on the subcode")               \
-    X(0xD1, "DRIVER_IRQL_NOT_LESS_OR_EQUAL",                                                      \
-      "A driver touched pageable or invalid memory at DISPATCH_LEVEL or above.",                  \
-      "memory referenced", "IRQL at the time of the reference", "0: read, 1: write, 8: execute",  \
-      "address in the driver that referenced memory")                                             \
-    X(0xD8, "DRIVER_USED_EXCESSIVE_PTES",                                                         \
-      "System PTEs ran out and TrackPtes shows one driver holding too many.",                     \
-      "the driver's name, or 0", "PTEs used by that driver", "total free system PTEs",            \
-      "total system PTEs")                                                                        \
-    X(0xDA, "SYSTEM_PTE_MISUSE", "A driver used system PTEs wrongly.",                            \
-      "the kind of misuse (subtype)", "depends on the subtype", "depends on the subtype",         \
-      "depends on the subtype")                                                                   \
-    X(0xBE, "ATTEMPTED_WRITE_TO_READONLY_MEMORY", "A driver wrote to read-only memory.",          \
-      "virtual address of the write", "PTE contents", "reserved", "reserved")                     \
-    X(0xE2, "MANUALLY_INITIATED_CRASH", "The crash was started on purpose.", "reserved",          \
+#define PTL_BUGCHECKS(X)                                                                           \
+    X(0x05, "INVALID_PROCESS_ATTACH_ATTEMPT",                                                      \
+      "A thread attached to a process wrongly (at raised IRQL, twice, or unmatched).",             \
+      "the process", "the process attached to now", "attach depth", "IRQL")                        \
+    X(0x18, "REFERENCE_BY_POINTER", "An object's reference count went below zero.", "object type", \
+      "the object", "reserved", "reserved")                                                        \
+    X(0x09, "IRQL_NOT_GREATER_OR_EQUAL", "KeRaiseIrql was asked to lower the IRQL.",               \
+      "current IRQL", "IRQL requested", "reserved", "reserved")                                    \
+    X(0x0A, "IRQL_NOT_LESS_OR_EQUAL",                                                              \
+      "Kernel code touched pageable or invalid memory at DISPATCH_LEVEL or above.",                \
+      "memory referenced", "IRQL at the time of the reference", "0: read, 1: write, 8: execute",   \
+      "address of the instruction that referenced memory")                                         \
+    X(0x1E, "KMODE_EXCEPTION_NOT_HANDLED",                                                         \
+      "A kernel-mode exception was raised and no handler took it.",                                \
+      "exception code that was not handled", "address where the exception occurred",               \
+      "exception parameter 0", "exception parameter 1 (for 0xC0000005: the address accessed)")     \
+    X(0x3F, "NO_MORE_SYSTEM_PTES",                                                                 \
+      "A request for system PTEs could not be met and its caller cannot fail.",                    \
+      "0: system PTE pool, 1: nonpaged pool expansion PTEs", "size of the request in pages",       \
+      "total free system PTEs", "total system PTEs")                                               \
+    X(0x41, "MUST_SUCCEED_POOL_EMPTY", "A must-succeed pool request could not be satisfied.",      \
+      "size of the request", "pages used from nonpaged pool",                                      \
+      "nonpaged requests larger than a page", "pages available")                                   \
+    X(0x50, "PAGE_FAULT_IN_NONPAGED_AREA",                                                         \
+      "Kernel code referenced system memory that is not valid.", "memory referenced",              \
+      "0: read, 1: write", "address that referenced memory (if known)", "reserved")                \
+    X(0x76, "PROCESS_HAS_LOCKED_PAGES",                                                            \
+      "A process ended with pages still locked for I/O (a missing MmUnlockPages).",                \
+      "0: the process is terminating; 1: an unlock of pages that were not locked",                 \
+      "the process object (P1 0) or the MDL (P1 1)", "number of locked pages",                     \
+      "driver stacks, or 0")                                                                       \
+    X(0x1A, "MEMORY_MANAGEMENT", "The memory manager met a severe error.",                         \
+      "the kind of error (0x1000: a cached page mapped noncached with bug check on failure)",      \
+      "depends on P1", "depends on P1", "depends on P1")                                           \
+    X(0x7F, "UNEXPECTED_KERNEL_MODE_TRAP", "The processor raised a trap the kernel cannot take.",  \
+      "trap number", "reserved", "reserved", "reserved")                                           \
+    X(0xC4, "DRIVER_VERIFIER_DETECTED_VIOLATION",                                                  \
+      "Driver Verifier caught a driver breaking a rule.", "the violation (subcode)",               \
+      "depends on the subcode", "depends on the subcode", "depends on the subcode")                \
+    X(0xD1, "DRIVER_IRQL_NOT_LESS_OR_EQUAL",                                                       \
+      "A driver touched pageable or invalid memory at DISPATCH_LEVEL or above.",                   \
+      "memory referenced", "IRQL at the time of the reference", "0: read, 1: write, 8: execute",   \
+      "address in the driver that referenced memory")                                              \
+    X(0xD8, "DRIVER_USED_EXCESSIVE_PTES",                                                          \
+      "System PTEs ran out and TrackPtes shows one driver holding too many.",                      \
+      "the driver's name, or 0", "PTEs used by that driver", "total free system PTEs",             \
+      "total system PTEs")                                                                         \
+    X(0xDA, "SYSTEM_PTE_MISUSE", "A driver used system PTEs wrongly.",                             \
+      "the kind of misuse (subtype)", "depends on the subtype", "depends on the subtype",          \
+      "depends on the subtype")                                                                    \
+    X(0xBE, "ATTEMPTED_WRITE_TO_READONLY_MEMORY", "A driver wrote to read-only memory.",           \
+      "virtual address of the write", "PTE contents", "reserved", "reserved")                      \
+    X(0xE2, "MANUALLY_INITIATED_CRASH", "The crash was started on purpose.", "reserved",           \
       "reserved", "reserved", "reserved")
 
 typedef struct bugcheck_info {

@@ -213,12 +213,12 @@ int ptl__sysptes_check(ptl_machine *m, FILE *why)
         uint64_t in_runs = 0;
         for (uint32_t i = 0; i < p->total;) {
             const ptl__pteinfo *e = &p->info[i];
-            uint32_t va = idx_to_va(p, i), pte = 0;
             if (p->seg1_va && i == p->seg0_count) { /* the junction */
                 i++;
                 in_runs++;
                 continue;
             }
+            uint32_t va = idx_to_va(p, i), pte = 0;
             if (e->kind == PTL_KIND_FREE) {
                 if (ptl__pte_read(m, 0, va, &pte) != 0 || pte != 0 || e->run_len) {
                     fprintf(why, "sysptes: free PTE for %08x is %08x (run_len %u)\n", va, pte,

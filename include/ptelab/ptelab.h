@@ -165,6 +165,25 @@ uint32_t ptl_user_alloc(ptl_process *p, uint32_t bytes);
 const char *ptl_driver_name(const ptl_driver *d);
 uint32_t ptl_driver_base(const ptl_driver *d);
 
+/* The event log: what happened, in order (perf.c). type is one of "boot", "process",
+ * "driver", "thread", "map", "unmap", "fail", "hazard", "misuse", "stop", "note". */
+typedef struct ptl_event {
+    uint64_t seq;
+    uint64_t tick; /* simulated clock: one tick per DDI or harness call */
+    const char *type;
+    uint32_t free_ptes; /* Free System Page Table Entries at that moment */
+    const char *text;   /* valid until the machine is shut down */
+} ptl_event;
+size_t ptl_event_count(const ptl_machine *m);
+int ptl_event_get(const ptl_machine *m, size_t i, ptl_event *out); /* 0 or -1 */
+uint64_t ptl_event_count_type(const ptl_machine *m, const char *type);
+
+/* An application opening a section by name with NtOpenSection (PreviousMode UserMode):
+ * \Device\PhysicalMemory is refused with STATUS_ACCESS_DENIED unless the process is
+ * privileged (an administrator's, before Windows Server 2003 SP1). */
+NTSTATUS ptl_user_open_section(ptl_process *p, const char *name, uint32_t access, uint32_t *handle);
+void ptl_process_set_privileged(ptl_process *p, int privileged);
+
 /* System PTE pool statistics. */
 #define PTL_SYSPTE_HIST_BUCKETS 16 /* bucket k: free runs of [2^k, 2^(k+1)) PTEs */
 typedef struct ptl_syspte_stats {

@@ -1,0 +1,161 @@
+/* cache.c - which cache attribute every physical page is currently mapped with.
+ *
+ * The article: "it is strictly illegal to map a physical address concurrently with two
+ * different attributes (cached vs noncached vs writecombined). Doing this causes
+ * processor TLB corruption and unpredictable results. On Windows XP, ZwMapViewOfSection
+ * returns STATUS_CONFLICTING_ADDRESSES..." (also learn.microsoft.com "ZwMapViewOfSection",
+ * and OSR's "Change to Allow Page Mapping in XP": NT 4.0 and 2000 did not check).
+ *
+ * Every mapping that names an attribute (MmMapIoSpace, views of \Device\PhysicalMemory,
+ * MDL mappings, MmAllocateNonCachedMemory) counts a reference on each of its frames here,
+ * RAM and I/O space alike. RAM the system uses and no such mapping covers is implicitly
+ * cached (NT maps its own RAM cached). The callers decide what a conflict means per
+ * profile: a failure on XP, a recorded hazard on NT 4.0 and 2000.
+ *
+ * Structure: an open-addressing hash table keyed by PFN (linear probing, tombstones),
+ * because I/O-space frames have no PFN entry to hold the attribute.
+ * Invariant (ptl__cache_check): live == number of slots with count > 0; every such slot
+ * holds a valid attribute.
+ */
+#include "internal.h"
+
+#include <string.h>
+
+static const char *const names[] = {"noncached",           "cached",
+                                    "write-combined",      "hardware-coherent cached",
+                                    "noncached unordered", "USWC cached"};
+
+const char *ptl__cache_name(int attr)
+{
+    return (attr >= 0 && attr < 6) ? names[attr] : "none";
+}
+
+void ptl__cache_init(ptl_machine *m)
+{
+    memset(&m->cache, 0, sizeof m->cache);
+}
+
+void ptl__cache_free(ptl_machine *m)
+{
+    free(m->cache.slots);
+    memset(&m->cache, 0, sizeof m->cache);
+}
+
+static uint32_t hash(uint32_t pfn)
+{
+    return pfn * 2654435761u;
+}
+
+static ptl__cache_entry *lookup(ptl__cache *c, uint32_t pfn, int insert)
+{
+    if (insert && (c->used + 1) * 4 >= c->cap * 3) { /* grow and rehash at 75% */
+        ptl__cache old = *c;
+        c->cap = c->cap ? c->cap * 2 : 1024;
+        c->slots = ptl__xcalloc(c->cap, sizeof *c->slots);
+        c->used = 0;
+        for (uint32_t i = 0; i < old.cap; i++) {
+            if (old.slots[i].pfn_plus1 && old.slots[i].count) {
+                ptl__cache_entry *e = lookup(c, old.slots[i].pfn_plus1 - 1, 1);
+                *e = old.slots[i];
+            }
+        }
+        free(old.slots);
+    }
+    if (!c->cap)
+        return NULL;
+    ptl__cache_entry *grave = NULL;
+    for (uint32_t i = hash(pfn) & (c->cap - 1);; i = (i + 1) & (c->cap - 1)) {
+        ptl__cache_entry *e = &c->slots[i];
+        if (e->pfn_plus1 == pfn + 1)
+            return e;
+        if (e->pfn_plus1 == 0) {
+            if (!insert)
+                return NULL;
+            if (grave)
+                e = grave;
+            else
+                c->used++;
+            memset(e, 0, sizeof *e);
+            e->pfn_plus1 = pfn + 1;
+            return e;
+        }
+        if (e->tombstone && !grave)
+            grave = e;
+    }
+}
+
+int ptl__cache_current(ptl_machine *m, uint32_t pfn)
+{
+    ptl__cache_entry *e = lookup(&m->cache, pfn, 0);
+    if (e && e->count)
+        return e->attr;
+    if (pfn < m->phys.ram_pages && pfn < m->phys.hwm && m->phys.pfn[pfn].Use != PTL_USE_FREE)
+        return 1; /* MmCached: the system's own mapping of its RAM */
+    return -1;
+}
+
+int ptl__cache_conflict(ptl_machine *m, uint32_t pfn, uint32_t n, int attr, uint32_t *at,
+                        int *existing)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        int cur = ptl__cache_current(m, pfn + i);
+        if (cur >= 0 && cur != attr) {
+            if (at)
+                *at = pfn + i;
+            if (existing)
+                *existing = cur;
+            m->cache.conflicts++;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+void ptl__cache_ref(ptl_machine *m, uint32_t pfn, uint32_t n, int attr)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        ptl__cache_entry *e = lookup(&m->cache, pfn + i, 1);
+        if (e->count == 0) {
+            e->attr = (int8_t)attr;
+            e->tombstone = 0;
+            m->cache.live++;
+        }
+        /* on NT 4.0 a second attribute can be in force at once; the latest wins here,
+         * the hazard was recorded by the caller */
+        e->attr = (int8_t)attr;
+        PTL_ASSERT(e->count < UINT16_MAX);
+        e->count++;
+    }
+}
+
+void ptl__cache_unref(ptl_machine *m, uint32_t pfn, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        ptl__cache_entry *e = lookup(&m->cache, pfn + i, 0);
+        PTL_ASSERT(e && e->count > 0);
+        if (--e->count == 0) {
+            e->tombstone = 1;
+            m->cache.live--;
+        }
+    }
+}
+
+int ptl__cache_check(ptl_machine *m, FILE *why)
+{
+    uint32_t live = 0;
+    for (uint32_t i = 0; i < m->cache.cap; i++) {
+        const ptl__cache_entry *e = &m->cache.slots[i];
+        if (!e->pfn_plus1 || !e->count)
+            continue;
+        live++;
+        if (e->attr < 0 || e->attr > 5) {
+            fprintf(why, "cache: frame 0x%x has attribute %d\n", e->pfn_plus1 - 1, e->attr);
+            return -1;
+        }
+    }
+    if (live != m->cache.live) {
+        fprintf(why, "cache: %u frames tracked, counter says %u\n", live, m->cache.live);
+        return -1;
+    }
+    return 0;
+}

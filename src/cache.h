@@ -1,0 +1,35 @@
+/* cache.h - the cache attribute each physical page is mapped with. See cache.c. */
+#ifndef PTELAB_CACHE_H
+#define PTELAB_CACHE_H
+
+#include <stdint.h>
+
+typedef struct ptl__cache_entry {
+    uint32_t pfn_plus1; /* 0: empty slot */
+    uint16_t count;     /* live tracked mappings */
+    int8_t attr;        /* MEMORY_CACHING_TYPE they use */
+    uint8_t tombstone;
+} ptl__cache_entry;
+
+typedef struct ptl__cache {
+    ptl__cache_entry *slots;
+    uint32_t cap, used, live;
+    uint64_t conflicts;
+} ptl__cache;
+
+struct ptl_machine;
+void ptl__cache_init(struct ptl_machine *m);
+void ptl__cache_free(struct ptl_machine *m);
+/* The attribute frame pfn is mapped with now: the tracked one, MmCached for RAM in use
+ * that no tracked mapping covers, -1 for none. */
+int ptl__cache_current(struct ptl_machine *m, uint32_t pfn);
+/* 1 when mapping [pfn, pfn+n) with `attr` conflicts with a current attribute; then *at
+ * and *existing say where and what. */
+int ptl__cache_conflict(struct ptl_machine *m, uint32_t pfn, uint32_t n, int attr, uint32_t *at,
+                        int *existing);
+void ptl__cache_ref(struct ptl_machine *m, uint32_t pfn, uint32_t n, int attr);
+void ptl__cache_unref(struct ptl_machine *m, uint32_t pfn, uint32_t n);
+int ptl__cache_check(struct ptl_machine *m, FILE *why);
+const char *ptl__cache_name(int attr);
+
+#endif

@@ -1,0 +1,37 @@
+/* mdl.h - memory descriptor lists: allocate, build, probe and lock, map, unmap, free.
+ * See mdl.c. */
+#ifndef PTELAB_MDL_H
+#define PTELAB_MDL_H
+
+#include <stdint.h>
+#include "ptrmap.h"
+
+/* What ptelab remembers about an MDL a driver uses. */
+typedef struct ptl__mdlrec {
+    void *mdl;       /* the driver's PMDL */
+    uint32_t driver; /* who allocated or first used it */
+    int allocated;   /* by IoAllocateMdl: IoFreeMdl may free it */
+    uint32_t pages;  /* span of the described buffer */
+    /* its user-space mapping, if any (MmMapLockedPages(UserMode)) */
+    struct ptl_process *user_process;
+    uint32_t user_va; /* page aligned */
+    int user_cache;
+    int orphaned; /* the process exited with the mapping in place */
+    /* its system mapping's run, for ptelab's records (MappedSystemVa holds the address) */
+    uint32_t system_run_va;
+    int system_cache;
+} ptl__mdlrec;
+
+typedef struct ptl__mdls {
+    ptl__ptrmap map; /* PMDL -> ptl__mdlrec */
+    uint64_t allocated, freed, locked, mapped_kernel, mapped_user, failed_maps;
+} ptl__mdls;
+
+struct ptl_machine;
+struct ptl_process;
+void ptl__mdls_init(struct ptl_machine *m);
+void ptl__mdls_free(struct ptl_machine *m);
+void ptl__mdl_process_exit(struct ptl_machine *m, struct ptl_process *p);
+int ptl__mdls_check(struct ptl_machine *m, FILE *why);
+
+#endif
