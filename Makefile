@@ -10,7 +10,8 @@ CMAKE_ARGS ?=
 DEPS_BUILD  = cmake gcc make pkg-config
 DEPS_TEST   = libcmocka-dev
 
-.PHONY: all build demo check install clean deps-build deps-test format
+.PHONY: all build demo check install clean deps-build deps-test format check-asan \
+        check-valgrind
 
 all: build
 
@@ -29,6 +30,22 @@ demo: build
 
 check: build
 	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+# The whole suite under AddressSanitizer + UndefinedBehaviorSanitizer (software MMU).
+check-asan: deps-build deps-test
+	@cmake -S . -B build-asan -DPTELAB_WERROR=ON -DPTELAB_SANITIZE=ON \
+	    -DCMAKE_BUILD_TYPE=Debug $(CMAKE_ARGS) >/dev/null
+	@cmake --build build-asan -j $(JOBS)
+	@cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j $(JOBS)
+
+# The whole suite under valgrind memcheck: 0 errors, 0 leaks, or it fails.
+check-valgrind: deps-build deps-test
+	@sh tools/deps.sh valgrind
+	@cmake -S . -B build-valgrind -DPTELAB_WERROR=ON -DCMAKE_BUILD_TYPE=Debug \
+	    $(CMAKE_ARGS) >/dev/null
+	@cmake --build build-valgrind -j $(JOBS)
+	@sh tools/valgrind-suite.sh build-valgrind
 
 install: build
 	@cmake --install $(BUILD) --prefix $(PREFIX)

@@ -16,7 +16,7 @@
 #include <ptelab/wdm.h>
 #include <string.h>
 
-#define EMULATED(p) ((uintptr_t)(p) < (1ull << 32))
+#define EMULATED(p) (!ptl__is_host(m, (p)))
 
 static ptl_machine *ddi_enter(const char *name)
 {

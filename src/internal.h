@@ -66,6 +66,8 @@ typedef ptl_frame ptl__frame; /* see ptelab.h */
 #include "object.h"
 #include "mdl.h"
 
+#define PTL_MAX_ISLANDS 32
+
 struct ptl_machine {
     uint32_t magic; /* PTL__MACHINE_MAGIC while alive: catches foreign handles */
     ptl_config cfg;
@@ -84,10 +86,19 @@ struct ptl_machine {
     ptl__objects objects;
     ptl__mdls mdls;
     ptl__frame *frames; /* innermost protected frame, NULL outside any */
+    struct {
+        uint32_t lo, hi;        /* inclusive */
+    } islands[PTL_MAX_ISLANDS]; /* host mappings below 4 GB (valgrind), see machine.c */
+    int nislands;
     int call_depth;
 };
 
 #define PTL__MACHINE_MAGIC 0x4D4C5450u /* "PTLM" */
+
+/* A pointer is host memory (not an emulated address): at or above 4 GB, or inside one of
+ * the host's own mappings below 4 GB. */
+bool ptl__is_host(const ptl_machine *m, const volatile void *p);
+bool ptl__overlaps_island(const ptl_machine *m, uint32_t start, uint32_t end);
 
 /* A machine handle is usable: not NULL and alive. Sets ptl_error otherwise. */
 bool ptl__machine_ok(const ptl_machine *m);

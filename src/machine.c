@@ -104,31 +104,78 @@ void ptl_config_init(ptl_config *cfg)
     cfg->seed = 1;
 }
 
-static int host_check(void)
+/* Host mappings below 4 GB. A normal 64-bit PIE process has none; under valgrind the
+ * executable's own image sits at about 1 MB (valgrind loads PIE executables there) while
+ * heap, stack and mmap go above 4 GB with --aspace-minaddr=0x100000000. Such "islands"
+ * are told apart from emulated addresses by range, and user-space allocation in the
+ * emulated machine steps around them (docs/fidelity.md, "Host addresses"). */
+static void find_islands(ptl_machine *m)
 {
-    static const char rodata[] = "ptelab";
-    static int data;
+    FILE *f = fopen("/proc/self/maps", "r");
+    if (!f)
+        return;
+    char line[512];
+    while (fgets(line, sizeof line, f) && m->nislands < PTL_MAX_ISLANDS) {
+        unsigned long long lo, hi;
+        if (sscanf(line, "%llx-%llx", &lo, &hi) != 2 || lo >= (1ull << 32))
+            continue;
+        if (hi > (1ull << 32))
+            hi = 1ull << 32;
+        m->islands[m->nislands].lo = (uint32_t)lo;
+        m->islands[m->nislands].hi = (uint32_t)(hi - 1);
+        m->nislands++;
+    }
+    fclose(f);
+}
+
+bool ptl__is_host(const ptl_machine *m, const volatile void *p)
+{
+    uintptr_t v = (uintptr_t)p;
+    if (v >= (1ull << 32))
+        return true;
+    for (int i = 0; i < m->nislands; i++)
+        if (v >= m->islands[i].lo && v <= m->islands[i].hi)
+            return true;
+    return false;
+}
+
+bool ptl__overlaps_island(const ptl_machine *m, uint32_t start, uint32_t end)
+{
+    for (int i = 0; i < m->nislands; i++)
+        if (start <= m->islands[i].hi && m->islands[i].lo < end)
+            return true;
+    return false;
+}
+
+static int host_check(ptl_machine *m)
+{
     int stack;
     void *heap = malloc(64);
+    void *big = malloc(1 << 20); /* large blocks come from mmap */
     const struct {
         const char *what;
         uintptr_t at;
     } probes[] = {
-        {"code", (uintptr_t)&host_check}, {"read-only data", (uintptr_t)rodata},
-        {"data", (uintptr_t)&data},       {"stack", (uintptr_t)&stack},
+        {"stack", (uintptr_t)&stack},
         {"heap", (uintptr_t)heap},
+        {"mmap", (uintptr_t)big},
     };
+    int low = 0;
+    for (size_t i = 0; i < sizeof probes / sizeof probes[0]; i++)
+        if (probes[i].at < (1ull << 32))
+            low = (int)i + 1;
     free(heap);
+    free(big);
     if (sizeof(void *) < 8)
         return ptl__fail("ptelab needs a 64-bit host: a 32-bit host cannot tell its own "
                          "pointers from emulated x86 addresses");
-    for (size_t i = 0; i < sizeof probes / sizeof probes[0]; i++) {
-        if (probes[i].at < (1ull << 32))
-            return ptl__fail("the host keeps its %s at %#llx, below 4 GB, where emulated x86 "
-                             "addresses live; build ptelab and its caller as position-"
-                             "independent executables on 64-bit Linux",
-                             probes[i].what, (unsigned long long)probes[i].at);
-    }
+    if (low)
+        return ptl__fail("the host keeps its %s at %#llx, below 4 GB, where emulated x86 "
+                         "addresses live; run ptelab as a position-independent 64-bit Linux "
+                         "program (under valgrind: --aspace-minaddr=0x100000000)",
+                         probes[low - 1].what, (unsigned long long)probes[low - 1].at);
+    if ((uintptr_t)&host_check < (1ull << 32))
+        find_islands(m); /* the image itself is low: valgrind */
     return 0;
 }
 
@@ -154,9 +201,11 @@ ptl_machine *ptl_boot(const ptl_config *cfg)
         ptl__fail("ptl_boot: no configuration");
         return NULL;
     }
-    if (host_check() != 0)
-        return NULL;
     ptl_machine *m = ptl__xcalloc(1, sizeof *m);
+    if (host_check(m) != 0) {
+        free(m);
+        return NULL;
+    }
     m->cfg = *cfg;
     m->phys.memfd = -1;
     ptl__perf_init(m);

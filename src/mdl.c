@@ -115,7 +115,7 @@ PMDL IoAllocateMdl(PVOID VirtualAddress, ULONG Length, BOOLEAN SecondaryBuffer, 
     (void)SecondaryBuffer;
     (void)ChargeQuota;
     (void)Irp; /* ptelab has no IRPs: the MDL is never chained to one */
-    if ((uintptr_t)VirtualAddress > 0xFFFFFFFFu) {
+    if (ptl__is_host(m, VirtualAddress)) {
         ptl__perf_event(m, PTL_EV_MISUSE,
                         "IoAllocateMdl(%p): a host pointer, not an address "
                         "of the emulated machine",

@@ -160,11 +160,17 @@ uint32_t ptl__vad_find_free(ptl_process *p, uint32_t hint, uint32_t bytes)
         uint32_t start = hint & ~(ALLOCATION_GRANULARITY - 1u);
         if (start < l->user_lo || (uint64_t)start + size > l->user_hi)
             return 0;
-        return range_free(p, start, (uint32_t)(start + size)) ? start : 0;
+        return range_free(p, start, (uint32_t)(start + size)) &&
+                       !ptl__overlaps_island(p->m, start, (uint32_t)(start + size))
+                   ? start
+                   : 0;
     }
     uint64_t cand = l->user_lo;
     for (int i = 0; i <= p->nvads; i++) {
         uint64_t limit = i < p->nvads ? p->vads[i].start : l->user_hi;
+        while (cand + size <= limit &&
+               ptl__overlaps_island(p->m, (uint32_t)cand, (uint32_t)(cand + size)))
+            cand += ALLOCATION_GRANULARITY; /* step around the host's own low mappings */
         if (cand + size <= limit)
             return (uint32_t)cand;
         if (i < p->nvads) {

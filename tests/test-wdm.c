@@ -23,7 +23,10 @@ typedef struct constant {
     long long value, documented;
 } constant;
 
-#define C(name, doc) {#name, (long long)(name), (long long)(doc)}
+#define C(name, doc)                               \
+    {                                              \
+#name, (long long)(name), (long long)(doc) \
+    }
 
 static const constant constants[] = {
     C(STATUS_SUCCESS, 0x00000000),
@@ -147,8 +150,8 @@ static void test_constants(void **state)
     int bad = 0;
     for (size_t i = 0; i < sizeof constants / sizeof constants[0]; i++) {
         if (constants[i].value != constants[i].documented) {
-            fprintf(stderr, "%s is %lld, documented %lld\n", constants[i].name,
-                    constants[i].value, constants[i].documented);
+            fprintf(stderr, "%s is %lld, documented %lld\n", constants[i].name, constants[i].value,
+                    constants[i].documented);
             bad++;
         }
     }

@@ -14,7 +14,8 @@ contract="$src/../shared/contract/harness_contract.c"
 [ -f "$contract" ] || contract="$src/tests/contract/harness_contract.c"
 libdir=$(ls -d "$prefix"/lib* | head -n 1)
 export PKG_CONFIG_PATH="$libdir/pkgconfig"
-${CC:-cc} -std=gnu11 "$contract" $(pkg-config --cflags --libs ptelab) -o "$build/contract"
+${CC:-cc} -std=gnu11 ${CONTRACT_CFLAGS:-} "$contract" $(pkg-config --cflags --libs ptelab) \
+    -o "$build/contract"
 "$build/contract"
 # the CMake package too
 mkdir -p "$build/contract-cmake"
@@ -25,6 +26,7 @@ find_package(ptelab REQUIRED)
 add_executable(contract $contract)
 target_link_libraries(contract ptelab::ptelab)
 CM
-cmake -S "$build/contract-cmake" -B "$build/contract-cmake/b" -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
+cmake -S "$build/contract-cmake" -B "$build/contract-cmake/b" -DCMAKE_PREFIX_PATH="$prefix" \
+    -DCMAKE_C_FLAGS="${CONTRACT_CFLAGS:-}" >/dev/null
 cmake --build "$build/contract-cmake/b" >/dev/null
 "$build/contract-cmake/b/contract"
