@@ -38,6 +38,7 @@
 #include "internal.h"
 
 #include <string.h>
+#include <strings.h>
 
 #define STACK_RUN_PTES (PTL_KERNEL_STACK_PAGES + 1u)
 #define KERNEL_IP      0x80401000u /* notional: inside ntoskrnl */
@@ -424,14 +425,25 @@ static void image_free(ptl_machine *m, uint32_t va, uint32_t pages)
     PTL_ASSERT(ptl__syspte_release(m, PTL_SYSTEM_PTE_SPACE, va, pages) == PTL_RELEASE_OK);
 }
 
-ptl_driver *ptl_driver_load(ptl_machine *m, const char *name, uint32_t image_bytes)
+/* The driver's name as an x86 UNICODE_STRING at image base + 0x100, the string after it:
+ * what DRIVER_USED_EXCESSIVE_PTES's P1 points at (learn.microsoft.com, "Bug Check 0xD8"). */
+static void write_name(ptl_machine *m, uint32_t base, const char *name)
 {
-    if (!ptl__machine_ok(m))
-        return NULL;
-    if (m->stop.stopped) {
-        ptl__fail("the machine is stopped (0x%08X); no driver can load", m->stop.info.code);
-        return NULL;
-    }
+    uint8_t buf[0x100];
+    size_t n = strlen(name);
+    memset(buf, 0, sizeof buf);
+    uint16_t len = (uint16_t)(n * 2), max = (uint16_t)(n * 2 + 2);
+    uint32_t str = base + 0x108;
+    memcpy(buf, &len, 2);
+    memcpy(buf + 2, &max, 2);
+    memcpy(buf + 4, &str, 4);
+    for (size_t i = 0; i < n && 8 + 2 * i + 1 < sizeof buf; i++)
+        buf[8 + 2 * i] = (uint8_t)name[i];
+    PTL_ASSERT(ptl__mmu_copy(m, base + 0x100, buf, sizeof buf, 1, 0, 0) == PTL_FAULT_NONE);
+}
+
+static ptl_driver *image_load(ptl_machine *m, const char *name, uint32_t image_bytes, int dll)
+{
     if (!name || !name[0] || strlen(name) >= sizeof(((ptl_driver *)0)->name)) {
         ptl__fail("a driver needs a name of 1 to 31 characters");
         return NULL;
@@ -448,10 +460,10 @@ ptl_driver *ptl_driver_load(ptl_machine *m, const char *name, uint32_t image_byt
         ptl__spool_stats st;
         ptl__sysptes_stats(m, PTL_SYSTEM_PTE_SPACE, &st);
         ptl__perf_event(m, PTL_EV_FAIL,
-                        "driver %s did not load: no run of %u system PTEs "
+                        "%s %s did not load: no run of %u system PTEs "
                         "(%u free, largest %u)",
-                        name, pages, st.free, st.largest);
-        ptl__fail("STATUS_INSUFFICIENT_RESOURCES: driver %s needs %u contiguous system PTEs; "
+                        dll ? "DLL" : "driver", name, pages, st.free, st.largest);
+        ptl__fail("STATUS_INSUFFICIENT_RESOURCES: %s needs %u contiguous system PTEs; "
                   "%u are free, the largest run is %u",
                   name, pages, st.free, st.largest);
         return NULL;
@@ -465,10 +477,12 @@ ptl_driver *ptl_driver_load(ptl_machine *m, const char *name, uint32_t image_byt
         }
         ptl__pte_write(m, 0, va + i * PTL_PAGE_SIZE, ptl__pte_make(pfn, 1, 0, 1));
     }
+    write_name(m, va, name);
     ptl_driver *d = ptl__xcalloc(1, sizeof *d);
     d->magic = PTL__DRIVER_MAGIC;
     d->m = m;
     d->id = id;
+    d->is_dll = dll;
     snprintf(d->name, sizeof d->name, "%s", name);
     d->base_va = va;
     d->image_pages = pages;
@@ -477,8 +491,43 @@ ptl_driver *ptl_driver_load(ptl_machine *m, const char *name, uint32_t image_byt
         pp = &(*pp)->next;
     *pp = d;
     m->kernel.ndrivers++;
-    ptl__perf_event(m, PTL_EV_DRIVER, "driver %s loaded at %08x (%u pages)", name, va, pages);
+    ptl__perf_event(m, PTL_EV_DRIVER, "%s %s loaded at %08x (%u pages)", dll ? "DLL" : "driver",
+                    name, va, pages);
     return d;
+}
+
+ptl_driver *ptl_driver_load(ptl_machine *m, const char *name, uint32_t image_bytes)
+{
+    if (!ptl__machine_ok(m))
+        return NULL;
+    if (m->stop.stopped) {
+        ptl__fail("the machine is stopped (0x%08X); no driver can load", m->stop.info.code);
+        return NULL;
+    }
+    return image_load(m, name, image_bytes, 0);
+}
+
+int ptl_driver_import(ptl_driver *d, const char *dll, uint32_t image_bytes)
+{
+    if (!d || d->magic != PTL__DRIVER_MAGIC || d->unloaded || d->is_dll)
+        return ptl__fail("ptl_driver_import: not a loaded driver");
+    ptl_machine *m = d->m;
+    if (m->stop.stopped)
+        return ptl__fail("the machine is stopped (0x%08X)", m->stop.info.code);
+    if (d->nimports == sizeof d->imports / sizeof d->imports[0])
+        return ptl__fail("driver %s: too many imports", d->name);
+    ptl_driver *lib = NULL;
+    for (ptl_driver *x = m->kernel.drivers; x; x = x->next)
+        if (x->is_dll && !x->unloaded && dll && strcasecmp(x->name, dll) == 0)
+            lib = x;
+    for (uint32_t i = 0; lib && i < d->nimports; i++)
+        if (d->imports[i] == lib->id)
+            return 0; /* imported already */
+    if (!lib && !(lib = image_load(m, dll, image_bytes, 1)))
+        return -1;
+    lib->importers++;
+    d->imports[d->nimports++] = lib->id;
+    return 0;
 }
 
 uint32_t ptl_driver_unload(ptl_driver *d, ptl_stop *stop)
@@ -500,6 +549,14 @@ uint32_t ptl_driver_unload(ptl_driver *d, ptl_stop *stop)
         image_free(m, d->base_va, d->image_pages);
         d->unloaded = 1;
         ptl__perf_event(m, PTL_EV_DRIVER, "driver %s unloaded", d->name);
+        for (uint32_t i = 0; i < d->nimports; i++) {
+            ptl_driver *lib = ptl__driver_by_id(m, d->imports[i]);
+            if (lib && !lib->unloaded && --lib->importers == 0) {
+                image_free(m, lib->base_va, lib->image_pages);
+                lib->unloaded = 1;
+                ptl__perf_event(m, PTL_EV_DRIVER, "DLL %s unloaded (no importer left)", lib->name);
+            }
+        }
     }
     ptl__leave(m, &f);
     return ptl__stop_result(m, stop);

@@ -18,6 +18,10 @@ struct ptl_driver {
     uint32_t image_pages;
     int unloaded;
     uint32_t locked_mapping_ptes; /* TrackPtes: PTEs of its MDL mappings */
+    int is_dll;                   /* an import DLL, shared by its importers */
+    uint32_t importers;           /* for a DLL: drivers that import it and are loaded */
+    uint32_t imports[8];          /* ids of the DLLs this driver imports */
+    uint32_t nimports;
     struct ptl_driver *next;
 };
 

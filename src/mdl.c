@@ -140,6 +140,7 @@ PMDL IoAllocateMdl(PVOID VirtualAddress, ULONG Length, BOOLEAN SecondaryBuffer, 
     ptl__mdlrec *r = rec_of(m, mdl);
     r->allocated = 1;
     m->mdls.allocated++;
+    m->mdls.pool_bytes += (uint16_t)mdl->Size;
     return mdl;
 }
 
@@ -203,6 +204,7 @@ VOID IoFreeMdl(PMDL Mdl)
                         "IoFreeMdl by %s while the MDL is still mapped at %08x in %s",
                         driver_name(m), r->user_va, r->user_process->name);
     ptl__ptrmap_del(&m->mdls.map, Mdl);
+    m->mdls.pool_bytes -= (uint16_t)Mdl->Size;
     free(r);
     free(Mdl);
     m->mdls.freed++;
@@ -393,7 +395,7 @@ static uint32_t map_system(ptl_machine *m, PMDL mdl, int cache, int bugcheck, in
         if (can_fail || !bugcheck)
             return 0;
         if (tracked_excess(m, d, total))
-            ptl__bugcheck_why(m, 0xD8, d->base_va, d->locked_mapping_ptes, free_ptes, total,
+            ptl__bugcheck_why(m, 0xD8, d->base_va + 0x100, d->locked_mapping_ptes, free_ptes, total,
                               "%s holds %u system PTEs in locked-page mappings", d->name,
                               d->locked_mapping_ptes);
         ptl__bugcheck_why(m, 0x3F, 0, pages, free_ptes, total,

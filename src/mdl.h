@@ -25,6 +25,7 @@ typedef struct ptl__mdlrec {
 typedef struct ptl__mdls {
     ptl__ptrmap map; /* PMDL -> ptl__mdlrec */
     uint64_t allocated, freed, locked, mapped_kernel, mapped_user, failed_maps;
+    uint64_t pool_bytes; /* nonpaged pool the live MDLs would take (their x86 size) */
 } ptl__mdls;
 
 struct ptl_machine;

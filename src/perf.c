@@ -30,6 +30,7 @@ void ptl__perf_init(ptl_machine *m)
 
 void ptl__perf_free(ptl_machine *m)
 {
+    free(m->perf.samples);
     free(m->perf.ev);
     memset(&m->perf, 0, sizeof m->perf);
 }
@@ -59,6 +60,21 @@ void ptl__perf_event(ptl_machine *m, ptl__event_type type, const char *fmt, ...)
     va_end(ap);
     pf->n++;
     pf->count[type]++;
+    if (m->magic == PTL__MACHINE_MAGIC) { /* sample the counters at every event */
+        if (pf->nsamples == pf->samples_cap) {
+            pf->samples_cap = pf->samples_cap ? pf->samples_cap * 2 : 256;
+            pf->samples = ptl__xrealloc(pf->samples, pf->samples_cap * sizeof *pf->samples);
+        }
+        ptl_counters c;
+        ptl_counters_get(m, &c);
+        ptl__sample *smp = &pf->samples[pf->nsamples++];
+        smp->tick = pf->tick;
+        smp->v[0] = c.free_system_ptes;
+        smp->v[1] = c.pool_paged_bytes;
+        smp->v[2] = c.pool_nonpaged_bytes;
+        smp->v[3] = c.available_bytes;
+        smp->v[4] = c.committed_bytes;
+    }
     if (pf->echo)
         fprintf(stderr, "[%6llu] %-7s %s\n", (unsigned long long)e->tick, type_names[type],
                 e->text);
@@ -90,4 +106,106 @@ uint64_t ptl_event_count_type(const ptl_machine *m, const char *type)
         if (strcmp(type_names[t], type) == 0)
             return m->perf.count[t];
     return 0;
+}
+
+/* The counters. What ptelab models of each (docs/fidelity.md, "Counters"):
+ *   Free System Page Table Entries: free PTEs of the system PTE pool;
+ *   Pool Nonpaged Bytes: the initial nonpaged pool's own use is not modelled; counted are
+ *     the nonpaged allocations ptelab does model (MDLs at their x86 size);
+ *   Pool Paged Bytes: paged pool allocations ptelab models (none yet);
+ *   Available Bytes: free RAM frames;
+ *   Committed Bytes: RAM in use beyond the boot region, plus page-file pages in use. */
+void ptl_counters_get(const ptl_machine *m, ptl_counters *out)
+{
+    if (!out)
+        return;
+    memset(out, 0, sizeof *out);
+    if (!ptl__machine_ok(m))
+        return;
+    out->free_system_ptes = ptl__spool_free_count(m->sysptes.pool[PTL_SYSTEM_PTE_SPACE].alloc);
+    out->pool_nonpaged_bytes = m->mdls.pool_bytes;
+    out->pool_paged_bytes = 0;
+    out->available_bytes = (uint64_t)ptl__phys_available(&m->phys) * PTL_PAGE_SIZE;
+    out->committed_bytes =
+        ((uint64_t)(m->phys.in_use - m->phys.use_count[PTL_USE_BOOT]) + m->procs.pagefile.used) *
+        PTL_PAGE_SIZE;
+}
+
+size_t ptl_timeline_count(const ptl_machine *m)
+{
+    return ptl__machine_ok(m) ? m->perf.nsamples : 0;
+}
+
+int ptl_timeline_get(const ptl_machine *m, size_t i, uint64_t *tick, ptl_counters *out)
+{
+    if (!ptl__machine_ok(m) || i >= m->perf.nsamples)
+        return -1;
+    const ptl__sample *s = &m->perf.samples[i];
+    if (tick)
+        *tick = s->tick;
+    if (out) {
+        out->free_system_ptes = s->v[0];
+        out->pool_paged_bytes = s->v[1];
+        out->pool_nonpaged_bytes = s->v[2];
+        out->available_bytes = s->v[3];
+        out->committed_bytes = s->v[4];
+    }
+    return 0;
+}
+
+void ptl_events_echo(ptl_machine *m, int on)
+{
+    if (ptl__machine_ok(m))
+        m->perf.echo = on != 0;
+}
+
+/* typeperf's PDH-CSV: a header row whose first field names the format and the time zone,
+ * then one quoted row per sample with a local timestamp "MM/DD/YYYY HH:MM:SS.mmm". The
+ * simulated clock starts at 01/01/2000 00:00:00.000 and a tick is a millisecond. */
+int ptl_perf_csv(const ptl_machine *m, FILE *out)
+{
+    static const char *const names[PTL_COUNTERS] = {
+        "Free System Page Table Entries",
+        "Pool Paged Bytes",
+        "Pool Nonpaged Bytes",
+        "Available Bytes",
+        "Committed Bytes",
+    };
+    if (!ptl__machine_ok(m) || !out)
+        return -1;
+    fprintf(out, "\"(PDH-CSV 4.0) (Coordinated Universal Time)(0)\"");
+    for (int i = 0; i < PTL_COUNTERS; i++)
+        fprintf(out, ",\"\\\\PTELAB\\Memory\\%s\"", names[i]);
+    fprintf(out, "\r\n");
+    for (size_t k = 0; k < m->perf.nsamples; k++) {
+        const ptl__sample *s = &m->perf.samples[k];
+        uint64_t ms = s->tick % 1000, sec = s->tick / 1000;
+        uint64_t days = sec / 86400, rem = sec % 86400;
+        /* days since 2000-01-01 to a calendar date */
+        int y = 2000, mo = 1;
+        static const int mdays[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+        for (;;) {
+            int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+            uint64_t ylen = 365u + (unsigned)leap;
+            if (days < ylen)
+                break;
+            days -= ylen;
+            y++;
+        }
+        for (int i = 0; i < 12; i++) {
+            int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+            uint64_t len = (uint64_t)mdays[i] + (i == 1 && leap);
+            if (days < len)
+                break;
+            days -= len;
+            mo++;
+        }
+        fprintf(out, "\"%02d/%02d/%04d %02u:%02u:%02u.%03u\"", mo, (int)days + 1, y,
+                (unsigned)(rem / 3600), (unsigned)(rem / 60 % 60), (unsigned)(rem % 60),
+                (unsigned)ms);
+        for (int i = 0; i < PTL_COUNTERS; i++)
+            fprintf(out, ",\"%llu\"", (unsigned long long)s->v[i]);
+        fprintf(out, "\r\n");
+    }
+    return ferror(out) ? -1 : 0;
 }

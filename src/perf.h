@@ -28,7 +28,14 @@ typedef struct ptl__event {
     char text[160];
 } ptl__event;
 
+typedef struct ptl__sample {
+    uint64_t tick;
+    uint64_t v[5]; /* ptl_counters, in order */
+} ptl__sample;
+
 typedef struct ptl__perf {
+    ptl__sample *samples;
+    size_t nsamples, samples_cap;
     ptl__event *ev;
     size_t n, cap;
     uint64_t tick;

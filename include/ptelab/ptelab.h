@@ -162,6 +162,9 @@ uint32_t ptl_process_dirbase(const ptl_process *p);
  * as an application's VirtualAlloc would get; 0 when the address space or RAM is full. */
 uint32_t ptl_user_alloc(ptl_process *p, uint32_t bytes);
 
+/* Load an import DLL of driver d (VIDEOPRT.SYS, SCSIPORT.SYS...): the first importer
+ * loads it into system PTEs, later ones share it, the last unload frees it. 0 or -1. */
+int ptl_driver_import(ptl_driver *d, const char *dll, uint32_t image_bytes);
 const char *ptl_driver_name(const ptl_driver *d);
 uint32_t ptl_driver_base(const ptl_driver *d);
 
@@ -183,6 +186,32 @@ uint64_t ptl_event_count_type(const ptl_machine *m, const char *type);
  * privileged (an administrator's, before Windows Server 2003 SP1). */
 NTSTATUS ptl_user_open_section(ptl_process *p, const char *name, uint32_t access, uint32_t *handle);
 void ptl_process_set_privileged(ptl_process *p, int privileged);
+
+/* Performance Monitor's Memory counters, as ptelab models them (docs/fidelity.md). */
+typedef struct ptl_counters {
+    uint64_t free_system_ptes;    /* \Memory\Free System Page Table Entries */
+    uint64_t pool_paged_bytes;    /* \Memory\Pool Paged Bytes */
+    uint64_t pool_nonpaged_bytes; /* \Memory\Pool Nonpaged Bytes */
+    uint64_t available_bytes;     /* \Memory\Available Bytes */
+    uint64_t committed_bytes;     /* \Memory\Committed Bytes */
+} ptl_counters;
+#define PTL_COUNTERS 5
+void ptl_counters_get(const ptl_machine *m, ptl_counters *out);
+/* The timeline: the counters sampled at every event, on the simulated clock (one tick per
+ * DDI or harness call, read as one millisecond). */
+size_t ptl_timeline_count(const ptl_machine *m);
+int ptl_timeline_get(const ptl_machine *m, size_t i, uint64_t *tick, ptl_counters *out);
+/* Write the timeline as typeperf's PDH-CSV ("(PDH-CSV 4.0)" header, quoted fields,
+ * \\PTELAB\Memory\... counter paths). 0 or -1. */
+int ptl_perf_csv(const ptl_machine *m, FILE *out);
+/* Echo events to stderr as they happen (ptelab run -v). */
+void ptl_events_echo(ptl_machine *m, int on);
+
+/* Import the Memory Management values (SystemPages, PagedPoolSize, NonPagedPoolSize,
+ * TrackPtes) from a .reg file as regedit exports it (REGEDIT4, or version 5.00 in
+ * UTF-16LE). 0, or -1 with "file:line: reason" in ptl_error() and *cfg unchanged. */
+int ptl_registry_import(ptl_config *cfg, const char *path);
+int ptl_registry_import_text(ptl_config *cfg, const char *data, size_t len, const char *name);
 
 /* System PTE pool statistics. */
 #define PTL_SYSPTE_HIST_BUCKETS 16 /* bucket k: free runs of [2^k, 2^(k+1)) PTEs */
