@@ -609,3 +609,18 @@ int ptl__kernel_check(ptl_machine *m, FILE *why)
     }
     return 0;
 }
+
+ptl_driver *ptl_driver_at(const ptl_machine *m, uint32_t index)
+{
+    if (!ptl__machine_ok(m))
+        return NULL;
+    ptl_driver *d = m->kernel.drivers;
+    while (d && index--)
+        d = d->next;
+    return d;
+}
+
+int ptl_driver_loaded(const ptl_driver *d)
+{
+    return d && d->magic == PTL__DRIVER_MAGIC && !d->unloaded;
+}

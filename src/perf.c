@@ -30,6 +30,11 @@ void ptl__perf_init(ptl_machine *m)
 
 void ptl__perf_free(ptl_machine *m)
 {
+    for (size_t i = 0; i < m->perf.nsnaps; i++) {
+        free(m->perf.snaps[i].uses);
+        free(m->perf.snaps[i].owners);
+    }
+    free(m->perf.snaps);
     free(m->perf.samples);
     free(m->perf.ev);
     memset(&m->perf, 0, sizeof m->perf);
@@ -208,4 +213,20 @@ int ptl_perf_csv(const ptl_machine *m, FILE *out)
         fprintf(out, "\r\n");
     }
     return ferror(out) ? -1 : 0;
+}
+
+void ptl_report_snapshot(ptl_machine *m, const char *label)
+{
+    if (!ptl__machine_ok(m))
+        return;
+    ptl__perf *pf = &m->perf;
+    pf->snaps = ptl__xrealloc(pf->snaps, (pf->nsnaps + 1) * sizeof *pf->snaps);
+    ptl__snapshot *s = &pf->snaps[pf->nsnaps++];
+    memset(s, 0, sizeof *s);
+    snprintf(s->label, sizeof s->label, "%s", label ? label : "");
+    s->tick = pf->tick;
+    s->n = ptl_syspte_snapshot(m, NULL, NULL, 0);
+    s->uses = ptl__xcalloc(s->n ? s->n : 1, 1);
+    s->owners = ptl__xcalloc(s->n ? s->n : 1, sizeof *s->owners);
+    ptl_syspte_snapshot(m, s->uses, s->owners, s->n);
 }

@@ -33,7 +33,17 @@ typedef struct ptl__sample {
     uint64_t v[5]; /* ptl_counters, in order */
 } ptl__sample;
 
+typedef struct ptl__snapshot {
+    char label[96];
+    uint64_t tick;
+    uint32_t n;
+    uint8_t *uses;    /* ptl_pte_use per system PTE */
+    uint32_t *owners; /* driver index + 1 */
+} ptl__snapshot;
+
 typedef struct ptl__perf {
+    ptl__snapshot *snaps;
+    size_t nsnaps;
     ptl__sample *samples;
     size_t nsamples, samples_cap;
     ptl__event *ev;

@@ -257,3 +257,49 @@ int ptl__sysptes_check(ptl_machine *m, FILE *why)
     }
     return 0;
 }
+
+static const char *const use_names[PTL_PTE_USES] = {
+    "free",      "I/O space",      "thread stack", "driver image", "MDL mapping",
+    "noncached", "pool expansion", "other",        "leaked",
+};
+
+const char *ptl_pte_use_name(int use)
+{
+    return (use >= 0 && use < PTL_PTE_USES) ? use_names[use] : "?";
+}
+
+uint32_t ptl_syspte_snapshot(const ptl_machine *m, uint8_t *uses, uint32_t *owners, uint32_t n)
+{
+    if (!ptl__machine_ok(m))
+        return 0;
+    const ptl__syspool *p = &m->sysptes.pool[PTL_SYSTEM_PTE_SPACE];
+    /* the kinds are the same enumeration in the same order; leaked is derived */
+    for (uint32_t i = 0; i < n && i < p->total; i++) {
+        const ptl__pteinfo *e = &p->info[i];
+        uint8_t use = e->kind;
+        if (use != PTL_KIND_FREE && e->driver) {
+            const ptl_driver *d = ptl__driver_by_id((ptl_machine *)m, e->driver);
+            if (d && d->unloaded)
+                use = PTL_PTE_LEAKED;
+        }
+        if (uses)
+            uses[i] = use;
+        if (owners)
+            owners[i] = e->driver;
+    }
+    return p->total;
+}
+
+uint32_t ptl_driver_ptes(const ptl_driver *d)
+{
+    if (!d || d->magic != PTL__DRIVER_MAGIC)
+        return 0;
+    const ptl__syspool *p = &d->m->sysptes.pool[PTL_SYSTEM_PTE_SPACE];
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < p->total; i++)
+        n += p->info[i].kind != PTL_KIND_FREE && p->info[i].driver == d->id;
+    return n;
+}
+
+_Static_assert((int)PTL_KIND_OTHER == (int)PTL_PTE_OTHER && (int)PTL_KIND_MDL == (int)PTL_PTE_MDL,
+               "ptl__pte_kind and ptl_pte_use must share their values");

@@ -207,6 +207,36 @@ int ptl_perf_csv(const ptl_machine *m, FILE *out);
 /* Echo events to stderr as they happen (ptelab run -v). */
 void ptl_events_echo(ptl_machine *m, int on);
 
+/* What each system PTE is used for: the fragmentation map's colours. */
+typedef enum ptl_pte_use {
+    PTL_PTE_FREE = 0,
+    PTL_PTE_IOSPACE,   /* MmMapIoSpace */
+    PTL_PTE_STACK,     /* a kernel thread stack and its guard page */
+    PTL_PTE_IMAGE,     /* a driver image or import DLL */
+    PTL_PTE_MDL,       /* an MDL mapped to system space */
+    PTL_PTE_NONCACHED, /* MmAllocateNonCachedMemory */
+    PTL_PTE_POOL,      /* nonpaged pool expansion */
+    PTL_PTE_OTHER,
+    PTL_PTE_LEAKED, /* owned by a driver that has been unloaded */
+    PTL_PTE_USES
+} ptl_pte_use;
+const char *ptl_pte_use_name(int use);
+/* Fill uses[i] (and owners[i], the owning driver's index + 1 in load order, 0 the system,
+ * when owners is not NULL) for the first n system PTEs in address order; returns how many
+ * PTEs the pool has. */
+uint32_t ptl_syspte_snapshot(const ptl_machine *m, uint8_t *uses, uint32_t *owners, uint32_t n);
+/* Drivers in load order (import DLLs included); NULL past the end. */
+ptl_driver *ptl_driver_at(const ptl_machine *m, uint32_t index);
+int ptl_driver_loaded(const ptl_driver *d);
+/* System PTEs the driver holds now, of every use. */
+uint32_t ptl_driver_ptes(const ptl_driver *d);
+
+/* The report (report.c): fragmentation maps are taken at chosen moments with
+ * ptl_report_snapshot; ptl_report_write writes one self-contained HTML file with the Free
+ * System PTEs timeline, the maps, the layout to scale, mappings by driver and the STOP. */
+void ptl_report_snapshot(ptl_machine *m, const char *label);
+int ptl_report_write(ptl_machine *m, const char *path, const char *title); /* 0 or -1 */
+
 /* Import the Memory Management values (SystemPages, PagedPoolSize, NonPagedPoolSize,
  * TrackPtes) from a .reg file as regedit exports it (REGEDIT4, or version 5.00 in
  * UTF-16LE). 0, or -1 with "file:line: reason" in ptl_error() and *cfg unchanged. */
