@@ -235,6 +235,16 @@ PVOID MmMapIoSpace(PHYSICAL_ADDRESS PhysicalAddress, SIZE_T NumberOfBytes,
                         (int)CacheType, (size_t)NumberOfBytes);
         return NULL;
     }
+    if (m->cfg.verifier) { /* 0x83: RAM mapped without being locked down first */
+        uint64_t pa = (uint64_t)PhysicalAddress.QuadPart;
+        uint32_t pages = PTL_PAGES_SPANNED(pa, NumberOfBytes);
+        for (uint32_t i = 0; i < pages; i++) {
+            uint32_t pfn = (uint32_t)(pa >> PTL_PAGE_SHIFT) + i;
+            if (pfn < m->phys.ram_pages && (pfn >= m->phys.hwm || m->phys.pfn[pfn].LockCount == 0))
+                ptl__bugcheck_why(m, 0xC4, 0x83, (uint32_t)pa, NumberOfBytes, pfn,
+                                  "MmMapIoSpace of RAM page %x that is not locked down", pfn);
+        }
+    }
     uint32_t va = ptl__iospace_map(m, (uint64_t)PhysicalAddress.QuadPart, (uint32_t)NumberOfBytes,
                                    (int)CacheType);
     return va ? (PVOID)(uintptr_t)va : NULL;

@@ -65,6 +65,7 @@ typedef ptl_frame ptl__frame; /* see ptelab.h */
 #include "cache.h"
 #include "object.h"
 #include "mdl.h"
+#include "verifier.h"
 
 #define PTL_MAX_ISLANDS 32
 
@@ -85,6 +86,7 @@ struct ptl_machine {
     ptl__cache cache;
     ptl__objects objects;
     ptl__mdls mdls;
+    ptl__verifier verifier;
     ptl__frame *frames; /* innermost protected frame, NULL outside any */
     struct {
         uint32_t lo, hi;        /* inclusive */

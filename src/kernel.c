@@ -546,6 +546,7 @@ uint32_t ptl_driver_unload(ptl_driver *d, ptl_stop *stop)
     ptl__frame f;
     if (ptl__enter(m, &f) && setjmp(f.jb) == 0) {
         ptl__perf_tick(m);
+        ptl__verifier_unload(m, d); /* reports leaks; stops under the verifier */
         image_free(m, d->base_va, d->image_pages);
         d->unloaded = 1;
         ptl__perf_event(m, PTL_EV_DRIVER, "driver %s unloaded", d->name);

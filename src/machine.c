@@ -238,6 +238,7 @@ ptl_machine *ptl_boot(const ptl_config *cfg)
     ptl__cache_init(m);
     ptl__objects_init(m);
     ptl__mdls_init(m);
+    ptl__verifier_init(m);
     ptl__perf_event(m, PTL_EV_BOOT,
                     "booted: %llu MB RAM, %u system PTEs at %08x, %u nonpaged pool expansion "
                     "PTEs",

@@ -131,6 +131,8 @@ PMDL IoAllocateMdl(PVOID VirtualAddress, ULONG Length, BOOLEAN SecondaryBuffer, 
                                     : "the MDL would exceed 64 KB (about 64 MB of buffer)");
         return NULL;
     }
+    if (ptl__verifier_inject(m, PTL_FAULT_MDL, "IoAllocateMdl"))
+        return NULL;
     PMDL mdl = ptl__xcalloc(1, sizeof(MDL) + pages * sizeof(PFN_NUMBER));
     mdl->Size = (CSHORT)(X86_MDL_BYTES + pages * sizeof(PFN_NUMBER));
     mdl->MdlFlags = pages <= 23 ? MDL_ALLOCATED_FIXED_SIZE : 0;
@@ -244,6 +246,8 @@ VOID MmProbeAndLockPages(PMDL Mdl, KPROCESSOR_MODE AccessMode, LOCK_OPERATION Op
         ptl__fault f =
             ptl__mmu_translate(m, pva, write, AccessMode == UserMode, m->kernel.irql < 2, &pa);
         if (f != PTL_FAULT_NONE) {
+            if (m->kernel.irql >= DISPATCH_LEVEL) /* no paging up there: the STOP */
+                ptl__kfault(m, write);
             if (pva < m->pte.system_start || AccessMode == UserMode)
                 ptl__raise(m, STATUS_ACCESS_VIOLATION, (uint32_t)write, pva);
             ptl__kfault(m, write);
@@ -571,6 +575,17 @@ VOID MmUnmapLockedPages(PVOID BaseAddress, PMDL Mdl)
         uint32_t mapped = (uint32_t)(uintptr_t)Mdl->MappedSystemVa & ~PTL_PAGE_MASK;
         if (!(Mdl->MdlFlags & MDL_MAPPED_TO_SYSTEM_VA) ||
             (Mdl->MdlFlags & MDL_SOURCE_IS_NONPAGED_POOL)) {
+            uint32_t start, count;
+            ptl__pte_kind kind;
+            /* the address is an MDL mapping, but another MDL's: freeing it would free a
+             * mapping twice over (SYSTEM_PTE_MISUSE 0x01, a duplicate) */
+            if (strict &&
+                ptl__syspte_run_at(m, va & ~PTL_PAGE_MASK, NULL, &start, &count, &kind, NULL) &&
+                kind == PTL_KIND_MDL)
+                ptl__bugcheck_why(m, 0xDA, 0x01, HOSTPTR(r), HOSTPTR(Mdl), start,
+                                  "MmUnmapLockedPages(%08x) with an MDL that is not mapped; "
+                                  "the address belongs to another MDL's mapping",
+                                  va);
             if (strict)
                 ptl__bugcheck_why(m, 0xDA, 0x06, HOSTPTR(Mdl), va, span_pages(Mdl),
                                   "MmUnmapLockedPages of an MDL that is not mapped");
@@ -590,6 +605,21 @@ VOID MmUnmapLockedPages(PVOID BaseAddress, PMDL Mdl)
                             "nothing done",
                             va, driver_name(m), mapped);
             return;
+        }
+        uint32_t start, count;
+        ptl__pte_kind kind;
+        if (ptl__syspte_run_at(m, mapped, NULL, &start, &count, &kind, NULL) &&
+            count != span_pages(Mdl)) {
+            /* the MDL's span changed since it was mapped: the wrong number of mappings */
+            if (strict)
+                ptl__bugcheck_why(m, 0xDA, 0x02, HOSTPTR(r), count, span_pages(Mdl),
+                                  "MmUnmapLockedPages: the mapping has %u pages, the MDL now "
+                                  "describes %u",
+                                  count, span_pages(Mdl));
+            ptl__perf_event(m, PTL_EV_MISUSE,
+                            "MmUnmapLockedPages(%08x) by %s: the MDL now spans %u pages, its "
+                            "mapping %u; released the mapping as made",
+                            va, driver_name(m), span_pages(Mdl), count);
         }
         unmap_system(m, Mdl, r);
         return;

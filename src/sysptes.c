@@ -119,6 +119,10 @@ uint32_t ptl__syspte_reserve(ptl_machine *m, int type, uint32_t n, ptl__pte_kind
         p->failed_total++;
         return 0;
     }
+    if (ptl__verifier_inject(m, PTL_FAULT_SYSPTES, "system PTEs")) {
+        p->failed_total++;
+        return 0;
+    }
     int64_t start = ptl__spool_alloc(p->alloc, n);
     if (start < 0) {
         if (ptl__spool_free_count(p->alloc) >= n)

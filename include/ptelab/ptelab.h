@@ -66,7 +66,17 @@ typedef struct ptl_config {
     uint32_t nonpaged_pool_size; /* registry NonPagedPoolSize in bytes: 0 computed */
     ptl_syspte_policy syspte_policy;
     uint64_t seed; /* for anything randomised inside a run */
+    /* Fault injection, like Driver Verifier's low-resources simulation: fail the Nth
+     * allocation (1-based) of the kinds selected, or each with probability
+     * fault_inject_ppm / 1e6 (seeded by seed). */
+    uint32_t fault_inject_kinds; /* PTL_FAULT_* bits; 0: no injection */
+    uint32_t fault_inject_nth;
+    uint32_t fault_inject_ppm;
 } ptl_config;
+
+#define PTL_FAULT_SYSPTES 0x1u /* system PTE reservations (mappings, stacks, images) */
+#define PTL_FAULT_POOL    0x2u /* pool allocations */
+#define PTL_FAULT_MDL     0x4u /* IoAllocateMdl */
 
 typedef struct ptl_stop {
     uint32_t code;
