@@ -11,7 +11,7 @@ DEPS_BUILD  = cmake gcc make pkg-config
 DEPS_TEST   = libcmocka-dev
 
 .PHONY: all build demo check install clean deps-build deps-test format check-asan \
-        check-valgrind
+        check-valgrind fuzz
 
 all: build
 
@@ -46,6 +46,15 @@ check-valgrind: deps-build deps-test
 	    $(CMAKE_ARGS) >/dev/null
 	@cmake --build build-valgrind -j $(JOBS)
 	@sh tools/valgrind-suite.sh build-valgrind
+
+# libFuzzer targets under ASan+UBSan, each for FUZZ_SECONDS (tools/fuzz.sh).
+FUZZ_SECONDS ?= 60
+fuzz: deps-build deps-test
+	@sh tools/deps.sh clang libclang-rt-14-dev
+	@CC=clang cmake -S . -B build-fuzz -DPTELAB_FUZZ=ON -DPTELAB_SANITIZE=ON -DPTELAB_TESTS=OFF \
+	    -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_ARGS) >/dev/null
+	@cmake --build build-fuzz -j $(JOBS)
+	@sh tools/fuzz.sh build-fuzz $(FUZZ_SECONDS)
 
 install: build
 	@cmake --install $(BUILD) --prefix $(PREFIX)
