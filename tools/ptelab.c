@@ -35,6 +35,12 @@ static const char usage_text[] =
     "  --3gb                boot with /3GB\n"
     "  --userva MB          boot with /USERVA=MB (needs --3gb)\n"
     "  --profile P          nt4sp3, nt4sp4 (default), win2000, winxp\n"
+    "  --reg FILE.reg       import SystemPages, PagedPoolSize, NonPagedPoolSize, TrackPtes\n"
+    "  --verifier           Driver Verifier on for every driver\n"
+    "  --track-ptes         registry TrackPtes = 1\n"
+    "  --fail-nth N         fault injection: fail the Nth allocation\n"
+    "  --fail-ppm N         fault injection: fail each allocation with probability N/1e6\n"
+    "  --seed N             seed for randomised behaviour\n"
     "\n"
     "  --help, --version\n";
 
@@ -91,8 +97,17 @@ static int machine_option(int argc, char **argv, int *i, ptl_config *cfg)
         cfg->boot_3gb = 1;
         return 1;
     }
+    if (strcmp(a, "--verifier") == 0) {
+        cfg->verifier = 1;
+        return 1;
+    }
+    if (strcmp(a, "--track-ptes") == 0) {
+        cfg->track_ptes = 1;
+        return 1;
+    }
     if (strcmp(a, "--ram") && strcmp(a, "--system-pages") && strcmp(a, "--userva") &&
-        strcmp(a, "--profile"))
+        strcmp(a, "--profile") && strcmp(a, "--reg") && strcmp(a, "--fail-nth") &&
+        strcmp(a, "--fail-ppm") && strcmp(a, "--seed"))
         return 0;
     if (!val) {
         usage_error("%s needs a value", a);
@@ -112,6 +127,29 @@ static int machine_option(int argc, char **argv, int *i, ptl_config *cfg)
             usage_error("--system-pages '%s' is not a number or 'max'", val);
             return -1;
         }
+    } else if (strcmp(a, "--reg") == 0) {
+        if (ptl_registry_import(cfg, val) != 0) {
+            fprintf(stderr, "ptelab: %s\n", ptl_error());
+            return -2; /* a data error */
+        }
+    } else if (strcmp(a, "--fail-nth") == 0 || strcmp(a, "--fail-ppm") == 0) {
+        uint32_t v;
+        if (parse_uint(val, &v) != 0) {
+            usage_error("%s needs a number", a);
+            return -1;
+        }
+        cfg->fault_inject_kinds = PTL_FAULT_SYSPTES | PTL_FAULT_POOL | PTL_FAULT_MDL;
+        if (a[7] == 'n')
+            cfg->fault_inject_nth = v;
+        else
+            cfg->fault_inject_ppm = v;
+    } else if (strcmp(a, "--seed") == 0) {
+        uint32_t v;
+        if (parse_uint(val, &v) != 0) {
+            usage_error("--seed '%s' is not a number", val);
+            return -1;
+        }
+        cfg->seed = v;
     } else if (strcmp(a, "--userva") == 0) {
         if (parse_uint(val, &cfg->userva_mb) != 0) {
             usage_error("--userva '%s' is not a number of MB", val);
@@ -149,7 +187,7 @@ static int cmd_layout(int argc, char **argv)
     for (int i = 2; i < argc; i++) {
         int r = machine_option(argc, argv, &i, &cfg);
         if (r < 0)
-            return EX_USAGE_;
+            return r == -2 ? EX_DATA_ : EX_USAGE_;
         if (r == 0)
             return usage_error("layout: unknown option '%s'", argv[i]);
     }
@@ -184,7 +222,7 @@ static int cmd_kd(int argc, char **argv)
     for (int i = 2; i < argc; i++) {
         int r = machine_option(argc, argv, &i, &cfg);
         if (r < 0)
-            return EX_USAGE_;
+            return r == -2 ? EX_DATA_ : EX_USAGE_;
         if (r == 1)
             continue;
         if (strcmp(argv[i], "-c") == 0 && i + 1 < argc)
