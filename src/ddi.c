@@ -110,7 +110,7 @@ VOID KeBugCheck(ULONG BugCheckCode)
 
 PEPROCESS PsGetCurrentProcess(void)
 {
-    return ddi_enter("PsGetCurrentProcess")->procs.current;
+    return &ddi_enter("PsGetCurrentProcess")->procs.current->nt;
 }
 
 /* ---- memory access ------------------------------------------------------------------ */
@@ -284,4 +284,58 @@ VOID MmFreeNonCachedMemory(PVOID BaseAddress, SIZE_T NumberOfBytes)
         return;
     }
     ptl__noncached_free(m, (uint32_t)(uintptr_t)BaseAddress, (uint32_t)NumberOfBytes);
+}
+
+/* ---- probes, identity ------------------------------------------------------------------
+ * ProbeForRead/ProbeForWrite (learn.microsoft.com): raise STATUS_DATATYPE_MISALIGNMENT
+ * when Address is not a multiple of Alignment, STATUS_ACCESS_VIOLATION when the range is
+ * not wholly below MmUserProbeAddress; a length of 0 checks nothing. ProbeForWrite also
+ * touches every page for writing, as NT does. */
+
+static void probe(ptl_machine *m, const volatile void *addr, SIZE_T len, ULONG align, int write)
+{
+    if (len == 0)
+        return;
+    uintptr_t a = (uintptr_t)addr;
+    if (align != 1 && align != 2 && align != 4 && align != 8 && align != 16)
+        ptl__raise(m, STATUS_DATATYPE_MISALIGNMENT, 0, (uint32_t)a);
+    if (a & (align - 1))
+        ptl__raise(m, STATUS_DATATYPE_MISALIGNMENT, 0, (uint32_t)a);
+    if (!EMULATED(addr) || a + len > m->layout.user_hi || a + len < a)
+        ptl__raise(m, STATUS_ACCESS_VIOLATION, (uint32_t)write, (uint32_t)a);
+    if (!write)
+        return;
+    for (uint64_t va = a & ~(uint64_t)PTL_PAGE_MASK; va < a + len; va += PTL_PAGE_SIZE) {
+        uint64_t pa;
+        if (ptl__mmu_translate(m, (uint32_t)va, 1, 0, m->kernel.irql < DISPATCH_LEVEL, &pa) !=
+            PTL_FAULT_NONE)
+            ptl__kfault(m, 1);
+    }
+}
+
+VOID ProbeForRead(const volatile VOID *Address, SIZE_T Length, ULONG Alignment)
+{
+    ptl_machine *m = ddi_enter("ProbeForRead");
+    probe(m, Address, Length, Alignment, 0);
+}
+
+VOID ProbeForWrite(volatile VOID *Address, SIZE_T Length, ULONG Alignment)
+{
+    ptl_machine *m = ddi_enter("ProbeForWrite");
+    probe(m, Address, Length, Alignment, 1);
+}
+
+HANDLE PsGetCurrentProcessId(void)
+{
+    return ddi_enter("PsGetCurrentProcessId")->procs.current->nt.UniqueProcessId;
+}
+
+PEPROCESS ptl_ps_initial_system_process(void)
+{
+    return &ddi_enter("PsInitialSystemProcess")->procs.system->nt;
+}
+
+unsigned long __readcr3(void)
+{
+    return (unsigned long)ddi_enter("__readcr3")->mmu.cr3 << PTL_PAGE_SHIFT;
 }

@@ -66,6 +66,7 @@ typedef ptl_frame ptl__frame; /* see ptelab.h */
 #include "object.h"
 #include "mdl.h"
 #include "verifier.h"
+#include "pool.h"
 
 #define PTL_MAX_ISLANDS 32
 
@@ -87,6 +88,7 @@ struct ptl_machine {
     ptl__objects objects;
     ptl__mdls mdls;
     ptl__verifier verifier;
+    ptl__pools pools;
     ptl__frame *frames; /* innermost protected frame, NULL outside any */
     struct {
         uint32_t lo, hi;        /* inclusive */

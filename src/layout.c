@@ -136,10 +136,10 @@ int ptl__layout_compute(ptl__layout *l, const ptl_config *cfg)
     l->inp_va = l->pfn_va + l->pfn_bytes;
     l->inp_bytes = inp;
     uint32_t boot_end = PDE_ALIGN_UP(l->inp_va + l->inp_bytes);
-    /* Frames the boot region takes: the images' resident part (1 MB, ptelab's choice),
-     * the PFN database, the initial nonpaged pool. */
-    l->boot_frames = (1u * MB + l->pfn_bytes + l->inp_bytes) / PTL_PAGE_SIZE;
-    if (l->boot_frames + 64 > ram_pages)
+    /* Frames the boot region takes: the images' resident part (1 MB, ptelab's choice) and
+     * the PFN database; the initial nonpaged pool's frames are the pool's (pool.c). */
+    l->boot_frames = (1u * MB + l->pfn_bytes) / PTL_PAGE_SIZE;
+    if (l->boot_frames + l->inp_bytes / PTL_PAGE_SIZE + 64 > ram_pages)
         return ptl__fail("%u MB of RAM cannot hold the kernel, the PFN database and %u KB of "
                          "initial nonpaged pool",
                          ram_mb, inp / KB);

@@ -181,6 +181,7 @@ static int host_check(ptl_machine *m)
 
 static void machine_free(ptl_machine *m)
 {
+    ptl__pools_free(m);
     ptl__mdls_free(m);
     ptl__objects_free(m);
     ptl__cache_free(m);
@@ -230,6 +231,10 @@ ptl_machine *ptl_boot(const ptl_config *cfg)
     ptl__mmu_init(m, m->pte.master_pd);
     ptl__hal_init(&m->hal);
     if (ptl__sysptes_init(m) != 0) {
+        machine_free(m);
+        return NULL;
+    }
+    if (ptl__pools_init(m) != 0) {
         machine_free(m);
         return NULL;
     }
@@ -422,7 +427,8 @@ int ptl_check(ptl_machine *m)
     if (ptl__layout_check(&m->layout, why) || ptl__phys_check(&m->phys, why) ||
         ptl__pte_check(m, why) || ptl__sysptes_check(m, why) || ptl__mmu_check(m, why) ||
         ptl__process_check(m, why) || ptl__kernel_check(m, why) || ptl__cache_check(m, why) ||
-        ptl__objects_check(m, why) || ptl__mdls_check(m, why))
+        ptl__objects_check(m, why) || ptl__mdls_check(m, why) ||
+        ptl__pools_check(m, why))
         rc = -1;
     fclose(why);
     if (rc)

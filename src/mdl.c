@@ -265,7 +265,7 @@ VOID MmProbeAndLockPages(PMDL Mdl, KPROCESSOR_MODE AccessMode, LOCK_OPERATION Op
         }
     }
     if (user_range) {
-        Mdl->Process = m->procs.current;
+        Mdl->Process = &m->procs.current->nt;
         m->procs.current->locked_pages += pages;
     } else {
         Mdl->Process = NULL;
@@ -306,7 +306,7 @@ VOID MmUnlockPages(PMDL Mdl)
         if (e->LockCount == 0 && e->ShareCount == 0 && e->Use == PTL_USE_PRIVATE)
             ptl__phys_release(&m->phys, pfns[i]);
     }
-    ptl_process *p = Mdl->Process;
+    ptl_process *p = (ptl_process *)(void *)Mdl->Process;
     if (p) {
         if (p->locked_pages < pages)
             ptl__bugcheck_why(m, 0x76, 1, HOSTPTR(Mdl), p->locked_pages, 0,

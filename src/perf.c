@@ -115,9 +115,9 @@ uint64_t ptl_event_count_type(const ptl_machine *m, const char *type)
 
 /* The counters. What ptelab models of each (docs/fidelity.md, "Counters"):
  *   Free System Page Table Entries: free PTEs of the system PTE pool;
- *   Pool Nonpaged Bytes: the initial nonpaged pool's own use is not modelled; counted are
- *     the nonpaged allocations ptelab does model (MDLs at their x86 size);
- *   Pool Paged Bytes: paged pool allocations ptelab models (none yet);
+ *   Pool Nonpaged Bytes: nonpaged pool blocks allocated (pool.c), plus live MDLs at their
+ *     x86 size (ptelab keeps MDLs in host memory);
+ *   Pool Paged Bytes: paged pool blocks allocated;
  *   Available Bytes: free RAM frames;
  *   Committed Bytes: RAM in use beyond the boot region, plus page-file pages in use. */
 void ptl_counters_get(const ptl_machine *m, ptl_counters *out)
@@ -128,8 +128,8 @@ void ptl_counters_get(const ptl_machine *m, ptl_counters *out)
     if (!ptl__machine_ok(m))
         return;
     out->free_system_ptes = ptl__spool_free_count(m->sysptes.pool[PTL_SYSTEM_PTE_SPACE].alloc);
-    out->pool_nonpaged_bytes = m->mdls.pool_bytes;
-    out->pool_paged_bytes = 0;
+    out->pool_nonpaged_bytes = m->pools.nonpaged_bytes + m->mdls.pool_bytes;
+    out->pool_paged_bytes = m->pools.paged_bytes;
     out->available_bytes = (uint64_t)ptl__phys_available(&m->phys) * PTL_PAGE_SIZE;
     out->committed_bytes =
         ((uint64_t)(m->phys.in_use - m->phys.use_count[PTL_USE_BOOT]) + m->procs.pagefile.used) *

@@ -52,6 +52,9 @@ static ptl_process *new_process(ptl_machine *m, const char *name, uint32_t pid, 
     p->pid = pid;
     snprintf(p->name, sizeof p->name, "%s", name);
     p->pd = pd;
+    p->nt.Pcb.DirectoryTableBase[0] = pd << PTL_PAGE_SHIFT;
+    p->nt.UniqueProcessId = (HANDLE)(uintptr_t)pid;
+    memcpy(p->nt.ImageFileName, p->name, sizeof p->nt.ImageFileName);
     p->eprocess_va = m->layout.inp_va + 0x100u * (m->procs.count % 256u);
     m->procs.count++;
     /* append, keeping creation order for kd */
@@ -504,6 +507,11 @@ uint32_t ptl_process_id(const ptl_process *p)
 const char *ptl_process_name(const ptl_process *p)
 {
     return p && p->magic == PTL__PROCESS_MAGIC ? p->name : NULL;
+}
+
+PEPROCESS ptl_process_eprocess(ptl_process *p)
+{
+    return p && p->magic == PTL__PROCESS_MAGIC ? &p->nt : NULL;
 }
 
 uint32_t ptl_process_dirbase(const ptl_process *p)

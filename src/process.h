@@ -22,6 +22,7 @@ typedef struct ptl__vad {
 } ptl__vad;
 
 struct ptl_process {
+    EPROCESS nt; /* first: a PEPROCESS and this record are the same pointer */
     uint32_t magic;
     struct ptl_machine *m;
     uint32_t pid;

@@ -57,6 +57,9 @@
       "depends on P1", "depends on P1", "depends on P1")                                           \
     X(0x7F, "UNEXPECTED_KERNEL_MODE_TRAP", "The processor raised a trap the kernel cannot take.",  \
       "trap number", "reserved", "reserved", "reserved")                                           \
+    X(0xC2, "BAD_POOL_CALLER", "A driver made a bad pool request (a double or wrong free).",   \
+      "the kind of bad request (7: freed already, 0x42: never allocated)", "reserved",        \
+      "pool header contents, or 0", "the address being freed")                                \
     X(0xC4, "DRIVER_VERIFIER_DETECTED_VIOLATION",                                                  \
       "Driver Verifier caught a driver breaking a rule.", "the violation (subcode)",               \
       "depends on the subcode", "depends on the subcode", "depends on the subcode")                \

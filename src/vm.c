@@ -125,17 +125,18 @@ NTSTATUS ZwFreeVirtualMemory(HANDLE ProcessHandle, PVOID *BaseAddress, PSIZE_T R
     return STATUS_SUCCESS;
 }
 
-VOID KeStackAttachProcess(PRKPROCESS Process, PRKAPC_STATE ApcState)
+VOID KeStackAttachProcess(PRKPROCESS Pcb, PRKAPC_STATE ApcState)
 {
     ptl_machine *m = enter("KeStackAttachProcess");
+    ptl_process *Process = (ptl_process *)(void *)Pcb; /* Pcb is the record's first member */
     if (m->kernel.irql >= DISPATCH_LEVEL)
         ptl__bugcheck_why(m, 0x05, (uintptr_t)Process & 0xFFFFFFFFu, m->procs.current->eprocess_va,
                           m->kernel.attach_depth, (uint32_t)m->kernel.irql,
                           "KeStackAttachProcess at IRQL %d", m->kernel.irql);
-    if (!ptl__process_ok(Process) || Process->m != m || !ApcState)
+    if (!Process || !ptl__process_ok(Process) || Process->m != m || !ApcState)
         ptl__bugcheck_why(m, 0x05, (uintptr_t)Process & 0xFFFFFFFFu, 0, 0, 0,
                           "KeStackAttachProcess to something that is not a live process");
-    ApcState->Process = m->procs.current;
+    ApcState->Process = &m->procs.current->nt;
     ApcState->Attached = 1;
     ApcState->Magic = APC_STATE_MAGIC;
     m->kernel.attach_depth++;
@@ -149,7 +150,7 @@ VOID KeUnstackDetachProcess(PRKAPC_STATE ApcState)
         m->kernel.attach_depth == 0)
         ptl__bugcheck_why(m, 0x05, 0, 0, m->kernel.attach_depth, 0,
                           "KeUnstackDetachProcess without a matching attach");
-    ptl_process *back = ApcState->Process;
+    ptl_process *back = (ptl_process *)(void *)ApcState->Process;
     ApcState->Attached = 0;
     ApcState->Magic = 0;
     m->kernel.attach_depth--;

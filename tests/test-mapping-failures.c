@@ -587,11 +587,11 @@ static void test_attach_reads_another_process(void **state)
     rig r = boot_rig(PTL_WIN2000, 0);
     uint32_t va = ptl_user_alloc(r.app, 4096), v = 0x600DF00D;
     assert_int_equal(ptl_user_write(r.app, va, &v, 4), STATUS_SUCCESS);
-    attach_ctx c = {r.app, va, 0, NULL, NULL};
+    attach_ctx c = {ptl_process_eprocess(r.app), va, 0, NULL, NULL};
     assert_int_equal(call(&r, r.other, attach_and_read, &c), 0);
     assert_int_equal(c.value, 0x600DF00D);
-    assert_ptr_equal(c.during, r.app);
-    assert_ptr_equal(c.after, r.other);
+    assert_ptr_equal(c.during, ptl_process_eprocess(r.app));
+    assert_ptr_equal(c.after, ptl_process_eprocess(r.other));
     ptl_shutdown(r.m);
 }
 

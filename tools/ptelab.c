@@ -11,6 +11,8 @@
 #include <ptelab/ptelab.h>
 #include <ptelab/wdm.h>
 
+#include "kd_repl.h"
+
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -200,20 +202,6 @@ static int cmd_layout(int argc, char **argv)
     return 0;
 }
 
-static void run_kd_line(ptl_machine *m, char *line)
-{
-    /* "cmd; cmd" as windbg -c takes it */
-    for (char *save = NULL, *tok = strtok_r(line, ";\n", &save); tok;
-         tok = strtok_r(NULL, ";\n", &save)) {
-        while (*tok == ' ' || *tok == '\t')
-            tok++;
-        if (!*tok)
-            continue;
-        printf("kd> %s\n", tok);
-        ptl_kd(m, tok, stdout);
-    }
-}
-
 static int cmd_kd(int argc, char **argv)
 {
     ptl_config cfg;
@@ -234,32 +222,9 @@ static int cmd_kd(int argc, char **argv)
     ptl_machine *m = boot_or_report(&cfg, &rc);
     if (!m)
         return rc;
-    if (commands) {
-        char *copy = strdup(commands);
-        run_kd_line(m, copy);
-        free(copy);
-    } else {
-        char line[1024];
-        int tty = isatty(0);
-        for (;;) {
-            if (tty) {
-                printf("kd> ");
-                fflush(stdout);
-            }
-            if (!fgets(line, sizeof line, stdin))
-                break;
-            if (strncmp(line, "q", 1) == 0 && (line[1] == '\n' || line[1] == 0))
-                break;
-            if (!tty)
-                printf("kd> %s", line);
-            char *nl = strchr(line, '\n');
-            if (nl)
-                *nl = 0;
-            ptl_kd(m, line, stdout);
-        }
-    }
+    int rc_kd = ptl_cli_kd_session(m, commands);
     ptl_shutdown(m);
-    return 0;
+    return rc_kd;
 }
 
 static int cmd_demo(int argc, char **argv)

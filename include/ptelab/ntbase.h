@@ -92,6 +92,20 @@ typedef enum _INTERFACE_TYPE {
 } INTERFACE_TYPE,
     *PINTERFACE_TYPE;
 
+/* The process object, with the fields driver code and kd read. The pointer a DDI hands
+ * out (PsGetCurrentProcess) is also ptelab's ptl_process, whose first member this is. */
+typedef struct _KPROCESS {
+    ULONG DirectoryTableBase[2]; /* [0]: the page directory's physical address (CR3) */
+} KPROCESS, *PKPROCESS;
+
+/* As in the WDK, a PRKPROCESS and a PEPROCESS point at the same object, so that
+ * KeStackAttachProcess(PsGetCurrentProcess(), ...) compiles without a cast. */
+typedef struct _EPROCESS {
+    KPROCESS Pcb;
+    HANDLE UniqueProcessId;
+    UCHAR ImageFileName[16];
+} EPROCESS, *PEPROCESS, *PRKPROCESS;
+
 #ifdef __cplusplus
 }
 #endif

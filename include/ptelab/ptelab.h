@@ -165,6 +165,8 @@ int ptl_bus_add(ptl_machine *m, INTERFACE_TYPE bus, ULONG bus_number, uint64_t t
  * locked mappings stay valid, as the article's NOTE says. Returns pages written out. */
 uint32_t ptl_process_swap_out(ptl_process *p);
 uint32_t ptl_process_id(const ptl_process *p);
+/* The process as driver code sees it (what PsGetCurrentProcess returns in it). */
+PEPROCESS ptl_process_eprocess(ptl_process *p);
 const char *ptl_process_name(const ptl_process *p);
 /* The physical address of the process's page directory (CR3, DirectoryTableBase). */
 uint32_t ptl_process_dirbase(const ptl_process *p);

@@ -31,6 +31,7 @@
 #if defined(__GNUC__)
 #pragma GCC diagnostic ignored "-Wpointer-to-int-cast"
 #pragma GCC diagnostic ignored "-Wint-to-pointer-cast"
+#pragma GCC diagnostic ignored "-Wmultichar" /* pool tags: 'gaTk' */
 #endif
 
 #ifdef __cplusplus
@@ -254,9 +255,8 @@ VOID RtlInitUnicodeString(PUNICODE_STRING DestinationString, PCWSTR SourceString
 
 /* ---- processes, objects ------------------------------------------------------------------ */
 
-/* A process as driver code sees it. The pointer is ptelab's process record; kd shows the
- * emulated EPROCESS address. */
-typedef struct ptl_process EPROCESS, *PEPROCESS, KPROCESS, *PKPROCESS, *PRKPROCESS;
+/* EPROCESS and KPROCESS are in <ptelab/ntbase.h>: a PEPROCESS is ptelab's process record,
+ * whose first member is the EPROCESS; kd shows the emulated EPROCESS address. */
 typedef struct _KAPC_STATE {
     PEPROCESS Process; /* the process attached from */
     ULONG Attached;
@@ -332,6 +332,12 @@ typedef struct _MDL {
     }                      \
     else if (ptl_try_filter(&ptl__tf, (filter)))
 #define GetExceptionCode()    ((NTSTATUS)ptl_exception_code())
+/* Period code's own spelling: __try { ... } __except (filter) { ... }. No __finally or
+ * __leave, and no return out of the __try body (docs/fidelity.md). */
+#if !defined(_MSC_VER) && !defined(PTELAB_NO_SEH_KEYWORDS)
+#define __try       PTL_TRY
+#define __except(f) PTL_EXCEPT(f)
+#endif
 #define ExRaiseStatus(Status) ptl_raise_status((int32_t)(Status))
 
 /* ---- the DDIs ------------------------------------------------------------------------------ */
@@ -383,6 +389,20 @@ NTSTATUS ObReferenceObjectByHandle(HANDLE Handle, ACCESS_MASK DesiredAccess,
 VOID ObDereferenceObject(PVOID Object);
 #define ObDereferenceObjectDeferDelete ObDereferenceObject
 
+/* probes, process identity, CR3 */
+VOID ProbeForRead(const volatile VOID *Address, SIZE_T Length, ULONG Alignment);
+VOID ProbeForWrite(volatile VOID *Address, SIZE_T Length, ULONG Alignment);
+HANDLE PsGetCurrentProcessId(void);
+PEPROCESS ptl_ps_initial_system_process(void);
+#define PsInitialSystemProcess (ptl_ps_initial_system_process())
+unsigned long __readcr3(void);
+
+/* pools */
+PVOID ExAllocatePool(POOL_TYPE PoolType, SIZE_T NumberOfBytes);
+PVOID ExAllocatePoolWithTag(POOL_TYPE PoolType, SIZE_T NumberOfBytes, ULONG Tag);
+VOID ExFreePool(PVOID P);
+VOID ExFreePoolWithTag(PVOID P, ULONG Tag);
+
 /* processes, IRQL, bug checks */
 VOID KeStackAttachProcess(PRKPROCESS Process, PRKAPC_STATE ApcState);
 VOID KeUnstackDetachProcess(PRKAPC_STATE ApcState);
@@ -396,6 +416,59 @@ VOID KeBugCheckEx(ULONG BugCheckCode, ULONG_PTR BugCheckParameter1, ULONG_PTR Bu
                   ULONG_PTR BugCheckParameter3, ULONG_PTR BugCheckParameter4)
     __attribute__((noreturn));
 VOID KeBugCheck(ULONG BugCheckCode) __attribute__((noreturn));
+
+/* MDL pages, contiguous memory, reserved mappings (src/mdl_ext.c, src/reserved.c). A routine
+ * the profile's release does not export logs a "misuse" event and fails (NULL, or does
+ * nothing): on NT such a driver would not load. Availability: MmSizeOfMdl, MmCreateMdl,
+ * IoBuildPartialMdl, MmAllocateContiguousMemory, MmFreeContiguousMemory on every profile;
+ * MmAllocatePagesForMdl, MmFreePagesFromMdl, MmAllocateContiguousMemorySpecifyCache,
+ * MmFreeContiguousMemorySpecifyCache from PTL_WIN2000; MmAllocatePagesForMdlEx and the
+ * reserved-mapping routines on PTL_WINXP only (docs/fidelity.md). */
+#define MM_DONT_ZERO_ALLOCATION          0x00000001
+#define MM_ALLOCATE_FROM_LOCAL_NODE_ONLY 0x00000002
+
+SIZE_T MmSizeOfMdl(PVOID Base, SIZE_T Length);
+/* As the WDK defines it (a statement; Size counts this build's MDL and PFN_NUMBER). */
+#define MmInitializeMdl(_MemoryDescriptorList, _BaseVa, _Length)                            \
+    do {                                                                                    \
+        (_MemoryDescriptorList)->Next = (PMDL)NULL;                                         \
+        (_MemoryDescriptorList)->Size =                                                     \
+            (CSHORT)(sizeof(MDL) +                                                          \
+                     (sizeof(PFN_NUMBER) * ADDRESS_AND_SIZE_TO_SPAN_PAGES((_BaseVa), (_Length)))); \
+        (_MemoryDescriptorList)->MdlFlags = 0;                                              \
+        (_MemoryDescriptorList)->StartVa = (PVOID)PAGE_ALIGN((_BaseVa));                    \
+        (_MemoryDescriptorList)->ByteOffset = BYTE_OFFSET((_BaseVa));                       \
+        (_MemoryDescriptorList)->ByteCount = (ULONG)(_Length);                              \
+    } while (0)
+/* As the WDK defines it: unmap a partial MDL's mapping before the MDL is built again. */
+#define MmPrepareMdlForReuse(MDL)                                      \
+    do {                                                               \
+        if (((MDL)->MdlFlags & MDL_PARTIAL_HAS_BEEN_MAPPED) != 0)      \
+            MmUnmapLockedPages((MDL)->MappedSystemVa, (MDL));          \
+    } while (0)
+/* Obsolete: MmSizeOfMdl + allocation + MmInitializeMdl; free the MDL with IoFreeMdl. */
+PMDL MmCreateMdl(PMDL MemoryDescriptorList, PVOID Base, SIZE_T Length);
+VOID IoBuildPartialMdl(PMDL SourceMdl, PMDL TargetMdl, PVOID VirtualAddress, ULONG Length);
+PMDL MmAllocatePagesForMdl(PHYSICAL_ADDRESS LowAddress, PHYSICAL_ADDRESS HighAddress,
+                           PHYSICAL_ADDRESS SkipBytes, SIZE_T TotalBytes);
+PMDL MmAllocatePagesForMdlEx(PHYSICAL_ADDRESS LowAddress, PHYSICAL_ADDRESS HighAddress,
+                             PHYSICAL_ADDRESS SkipBytes, SIZE_T TotalBytes,
+                             MEMORY_CACHING_TYPE CacheType, ULONG Flags);
+VOID MmFreePagesFromMdl(PMDL MemoryDescriptorList);
+PVOID MmAllocateContiguousMemory(SIZE_T NumberOfBytes, PHYSICAL_ADDRESS HighestAcceptableAddress);
+PVOID MmAllocateContiguousMemorySpecifyCache(SIZE_T NumberOfBytes,
+                                             PHYSICAL_ADDRESS LowestAcceptableAddress,
+                                             PHYSICAL_ADDRESS HighestAcceptableAddress,
+                                             PHYSICAL_ADDRESS BoundaryAddressMultiple,
+                                             MEMORY_CACHING_TYPE CacheType);
+VOID MmFreeContiguousMemory(PVOID BaseAddress);
+VOID MmFreeContiguousMemorySpecifyCache(PVOID BaseAddress, SIZE_T NumberOfBytes,
+                                        MEMORY_CACHING_TYPE CacheType);
+PVOID MmAllocateMappingAddress(SIZE_T NumberOfBytes, ULONG PoolTag);
+VOID MmFreeMappingAddress(PVOID BaseAddress, ULONG PoolTag);
+PVOID MmMapLockedPagesWithReservedMapping(PVOID MappingAddress, ULONG PoolTag, PMDL MemoryDescriptorList,
+                                          MEMORY_CACHING_TYPE CacheType);
+VOID MmUnmapReservedMapping(PVOID BaseAddress, ULONG PoolTag, PMDL MemoryDescriptorList);
 
 /* ---- memory access: registers, buffers, Rtl ------------------------------------------------ */
 

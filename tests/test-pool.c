@@ -1,0 +1,254 @@
+/* test-pool.c - the pools (ExAllocatePool*), MustSucceed, bad frees, and the period
+ * driver's own spelling of exception handling and process identity (__try/__except,
+ * ProbeForRead, PsInitialSystemProcess, EPROCESS.Pcb.DirectoryTableBase, __readcr3).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include <ptelab/ptelab.h>
+#include <ptelab/wdm.h>
+
+static ptl_machine *boot(int verifier)
+{
+    ptl_config cfg;
+    ptl_config_init(&cfg);
+    cfg.verifier = verifier;
+    ptl_machine *m = ptl_boot(&cfg);
+    assert_non_null(m);
+    return m;
+}
+
+typedef struct basic_ctx {
+    PVOID np, pg, al, big;
+    ULONG header_tag, readback;
+    ptl_counters during;
+    ptl_machine *m;
+} basic_ctx;
+
+static void basic(void *arg)
+{
+    basic_ctx *c = arg;
+    c->np = ExAllocatePoolWithTag(NonPagedPool, 100, 'tseT');
+    c->pg = ExAllocatePoolWithTag(PagedPool, 5000, 'gaPT');
+    c->al = ExAllocatePoolWithTag(NonPagedPoolCacheAligned, 10, 'nilA');
+    c->big = ExAllocatePool(NonPagedPool, 3 * PAGE_SIZE);
+    ULONG v = 0x12345678;
+    RtlCopyMemory(c->np, &v, sizeof v);
+    RtlCopyMemory(&c->readback, c->np, sizeof v);
+    RtlCopyMemory(&c->header_tag, (PUCHAR)c->np - 4, 4); /* POOL_HEADER.PoolTag */
+    RtlFillMemory(c->pg, 5000, 0xEE); /* both pages of the paged block are backed */
+    ptl_counters_get(c->m, &c->during);
+    ExFreePoolWithTag(c->np, 'tseT');
+    ExFreePoolWithTag(c->pg, 'gaPT');
+    ExFreePool(c->al);
+    ExFreePool(c->big);
+}
+
+static void test_allocate_and_free(void **state)
+{
+    (void)state;
+    ptl_machine *m = boot(0);
+    basic_ctx c;
+    memset(&c, 0, sizeof c);
+    c.m = m;
+    ptl_stop stop;
+    assert_int_equal(ptl_call(m, NULL, NULL, basic, &c, &stop), 0);
+    assert_non_null(c.np);
+    assert_non_null(c.pg);
+    assert_int_equal(c.readback, 0x12345678);
+    assert_int_equal(c.header_tag, 'tseT');
+    assert_int_equal((uintptr_t)c.al & 31, 0); /* cache aligned */
+    /* nonpaged blocks in the nonpaged region, paged ones in paged pool */
+    const ptl_region *r;
+    int n = ptl_layout_regions(m, &r);
+    for (int i = 0; i < n; i++) {
+        if (strcmp(r[i].name, "Paged pool") == 0)
+            assert_true((uintptr_t)c.pg >= r[i].start && (uintptr_t)c.pg < r[i].end);
+        if (strcmp(r[i].name, "Initial nonpaged pool") == 0)
+            assert_true((uintptr_t)c.np >= r[i].start && (uintptr_t)c.np < r[i].end);
+    }
+    /* 100 bytes + an 8-byte header = 4 units of 32; 10 aligned = 2 units; 3 pages + header
+     * = 385 units; paged 5000 + 8 = 157 units */
+    assert_int_equal(c.during.pool_nonpaged_bytes, (4 + 2 + 385) * 32);
+    assert_int_equal(c.during.pool_paged_bytes, 157 * 32);
+    ptl_counters after;
+    ptl_counters_get(m, &after);
+    assert_int_equal(after.pool_nonpaged_bytes, 0);
+    assert_int_equal(after.pool_paged_bytes, 0);
+    assert_int_equal(ptl_check(m), 0);
+    ptl_shutdown(m);
+}
+
+typedef struct exhaust_ctx {
+    uint32_t count;
+    PVOID last;
+    int must;
+} exhaust_ctx;
+
+static void eat_nonpaged(void *arg)
+{
+    exhaust_ctx *c = arg;
+    PVOID p;
+    while ((p = ExAllocatePoolWithTag(c->must ? NonPagedPoolMustSucceed : NonPagedPool,
+                                      PAGE_SIZE - 8, 'taE ')))
+        c->last = p, c->count++;
+}
+
+static void test_expansion_then_failure(void **state)
+{
+    (void)state;
+    ptl_machine *m = boot(0);
+    exhaust_ctx c = {0, NULL, 0};
+    ptl_stop stop;
+    assert_int_equal(ptl_call(m, NULL, NULL, eat_nonpaged, &c, &stop), 0);
+    /* the initial pool first, then every nonpaged-pool-expansion page */
+    const ptl_region *r;
+    int n = ptl_layout_regions(m, &r);
+    uint32_t exp_start = 0, exp_end = 0;
+    for (int i = 0; i < n; i++)
+        if (strcmp(r[i].name, "Nonpaged pool expansion") == 0)
+            exp_start = r[i].start, exp_end = r[i].end;
+    assert_true((uintptr_t)c.last >= exp_start && (uintptr_t)c.last < exp_end);
+    printf("nonpaged pool took %u page-sized blocks before ExAllocatePool returned NULL\n",
+           c.count);
+    assert_true(c.count > 5000);
+    assert_true(ptl_event_count_type(m, "fail") >= 1);
+    /* the system PTE pool proper was not touched: expansion has its own PTEs */
+    assert_int_equal(ptl_free_system_ptes(m), ptl_total_system_ptes(m));
+    assert_int_equal(ptl_check(m), 0);
+    ptl_shutdown(m);
+}
+
+static void test_must_succeed_stop(void **state)
+{
+    (void)state;
+    ptl_machine *m = boot(0);
+    exhaust_ctx c = {0, NULL, 1};
+    ptl_stop stop;
+    assert_int_equal(ptl_call(m, NULL, NULL, eat_nonpaged, &c, &stop), 0x41);
+    assert_string_equal(stop.name, "MUST_SUCCEED_POOL_EMPTY");
+    assert_int_equal(stop.param[0], PAGE_SIZE - 8);
+    assert_int_equal(c.count, 4); /* 4 pages of must-succeed pool: 4 page-sized blocks */
+    ptl_counters now;
+    ptl_counters_get(m, &now);
+    assert_int_equal(stop.param[3], now.available_bytes / PAGE_SIZE); /* P4: available pages */
+    ptl_shutdown(m);
+}
+
+static void double_free(void *arg)
+{
+    int *which = arg;
+    PVOID p = ExAllocatePoolWithTag(NonPagedPool, 64, 'eerF');
+    ExFreePool(p);
+    if (*which == 0)
+        ExFreePool(p);
+    else
+        ExFreePool((PUCHAR)p + 32);
+}
+
+static void test_bad_frees(void **state)
+{
+    (void)state;
+    for (int which = 0; which < 2; which++) {
+        ptl_machine *m = boot(0);
+        ptl_stop stop;
+        assert_int_equal(ptl_call(m, NULL, NULL, double_free, &which, &stop), 0xC2);
+        assert_int_equal(stop.param[0], which ? 0x42 : 0x07);
+        ptl_shutdown(m);
+    }
+}
+
+static void zero_bytes(void *arg)
+{
+    (void)arg;
+    ExAllocatePool(PagedPool, 0);
+}
+
+static void test_verifier_zero_byte_allocation(void **state)
+{
+    (void)state;
+    ptl_machine *m = boot(1);
+    ptl_stop stop;
+    assert_int_equal(ptl_call(m, NULL, NULL, zero_bytes, NULL, &stop), 0xC4);
+    assert_int_equal(stop.param[0], 0x00);
+    ptl_shutdown(m);
+}
+
+/* ---- period code: __try/__except, probes, identity ---------------------------------------- */
+
+typedef struct period_ctx {
+    NTSTATUS st1, st2, st3;
+    PEPROCESS initial, current;
+    HANDLE pid;
+    unsigned long cr3;
+    ULONG dirbase;
+    uint32_t user_buf;
+} period_ctx;
+
+static void period_driver(void *arg)
+{
+    period_ctx *c = arg;
+    __try {
+        ProbeForRead((PVOID)0x80001000, 4, 4); /* a system address from "user" */
+        c->st1 = STATUS_SUCCESS;
+    } __except (EXCEPTION_EXECUTE_HANDLER) {
+        c->st1 = GetExceptionCode();
+    }
+    __try {
+        ProbeForWrite((PVOID)(uintptr_t)(c->user_buf + 2), 4, 4);
+        c->st2 = STATUS_SUCCESS;
+    } __except (EXCEPTION_EXECUTE_HANDLER) {
+        c->st2 = GetExceptionCode();
+    }
+    __try {
+        ProbeForWrite((PVOID)(uintptr_t)c->user_buf, 8, 4);
+        c->st3 = STATUS_SUCCESS;
+    } __except (EXCEPTION_EXECUTE_HANDLER) {
+        c->st3 = GetExceptionCode();
+    }
+    c->initial = PsInitialSystemProcess;
+    c->current = PsGetCurrentProcess();
+    c->pid = PsGetCurrentProcessId();
+    c->cr3 = __readcr3();
+    c->dirbase = c->current->Pcb.DirectoryTableBase[0];
+}
+
+static void test_period_driver_code(void **state)
+{
+    (void)state;
+    ptl_machine *m = boot(0);
+    ptl_process *p = ptl_process_create(m, "app.exe");
+    period_ctx c;
+    memset(&c, 0, sizeof c);
+    c.user_buf = ptl_user_alloc(p, 4096);
+    ptl_stop stop;
+    assert_int_equal(ptl_call(m, p, NULL, period_driver, &c, &stop), 0);
+    assert_int_equal(c.st1, STATUS_ACCESS_VIOLATION);
+    assert_int_equal(c.st2, STATUS_DATATYPE_MISALIGNMENT);
+    assert_int_equal(c.st3, STATUS_SUCCESS);
+    assert_ptr_equal(c.initial, ptl_process_eprocess(ptl_system_process(m)));
+    assert_ptr_equal(c.current, ptl_process_eprocess(p));
+    assert_int_equal((uintptr_t)c.pid, ptl_process_id(p));
+    assert_int_equal(c.cr3, ptl_process_dirbase(p));
+    assert_int_equal(c.dirbase, ptl_process_dirbase(p));
+    assert_memory_equal(c.current->ImageFileName, "app.exe", 8);
+    ptl_shutdown(m);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_allocate_and_free),
+        cmocka_unit_test(test_expansion_then_failure),
+        cmocka_unit_test(test_must_succeed_stop),
+        cmocka_unit_test(test_bad_frees),
+        cmocka_unit_test(test_verifier_zero_byte_allocation),
+        cmocka_unit_test(test_period_driver_code),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
