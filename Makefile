@@ -7,7 +7,7 @@ BUILD      ?= build
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 PREFIX     ?= /usr/local
 CMAKE_ARGS ?=
-DEPS_BUILD  = cmake gcc make pkg-config libedit-dev
+DEPS_BUILD  = cmake gcc make pkg-config libedit-dev liblua5.4-dev
 DEPS_TEST   = libcmocka-dev
 
 .PHONY: all build demo check install clean deps-build deps-test format check-asan \

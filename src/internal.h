@@ -67,6 +67,7 @@ typedef ptl_frame ptl__frame; /* see ptelab.h */
 #include "mdl.h"
 #include "verifier.h"
 #include "pool.h"
+#include "native.h"
 
 #define PTL_MAX_ISLANDS 32
 
@@ -89,6 +90,7 @@ struct ptl_machine {
     ptl__mdls mdls;
     ptl__verifier verifier;
     ptl__pools pools;
+    ptl__native native;
     ptl__frame *frames; /* innermost protected frame, NULL outside any */
     struct {
         uint32_t lo, hi;        /* inclusive */

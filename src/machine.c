@@ -181,6 +181,7 @@ static int host_check(ptl_machine *m)
 
 static void machine_free(ptl_machine *m)
 {
+    ptl__native_stop(m);
     ptl__pools_free(m);
     ptl__mdls_free(m);
     ptl__objects_free(m);
@@ -244,6 +245,16 @@ ptl_machine *ptl_boot(const ptl_config *cfg)
     ptl__objects_init(m);
     ptl__mdls_init(m);
     ptl__verifier_init(m);
+    if (cfg->native != PTL_NATIVE_OFF) {
+        const char *why = NULL;
+        if (ptl__native_start(m, &why) == 0)
+            ptl__perf_event(m, PTL_EV_NOTE, "native mode: emulated addresses are host addresses");
+        else if (cfg->native == PTL_NATIVE_ON)
+            fprintf(stderr,
+                    "ptelab: native mode was asked for but cannot be had (%s); the "
+                    "software MMU runs instead\n",
+                    why);
+    }
     ptl__perf_event(m, PTL_EV_BOOT,
                     "booted: %llu MB RAM, %u system PTEs at %08x, %u nonpaged pool expansion "
                     "PTEs",
@@ -260,6 +271,11 @@ void ptl_shutdown(ptl_machine *m)
     if (tls_current == m)
         tls_current = NULL;
     machine_free(m);
+}
+
+int ptl_native(const ptl_machine *m)
+{
+    return ptl__machine_ok(m) && m->native.on;
 }
 
 const ptl_config *ptl_machine_config(const ptl_machine *m)
@@ -427,8 +443,8 @@ int ptl_check(ptl_machine *m)
     if (ptl__layout_check(&m->layout, why) || ptl__phys_check(&m->phys, why) ||
         ptl__pte_check(m, why) || ptl__sysptes_check(m, why) || ptl__mmu_check(m, why) ||
         ptl__process_check(m, why) || ptl__kernel_check(m, why) || ptl__cache_check(m, why) ||
-        ptl__objects_check(m, why) || ptl__mdls_check(m, why) ||
-        ptl__pools_check(m, why))
+        ptl__objects_check(m, why) || ptl__mdls_check(m, why) || ptl__pools_check(m, why) ||
+        ptl__native_check(m, why))
         rc = -1;
     fclose(why);
     if (rc)

@@ -48,6 +48,7 @@ void ptl__mmu_set_cr3(ptl_machine *m, uint32_t cr3)
         if (m->mmu.tlb[i].tag && (m->mmu.tlb[i].tag - 1) < (m->pte.system_start >> 12))
             m->mmu.tlb[i].tag = 0;
     m->mmu.flushes++;
+    ptl__native_switch(m, cr3);
 }
 
 void ptl__mmu_invalidate(ptl_machine *m, uint32_t va)

@@ -82,6 +82,7 @@ static void pde_write(ptl_machine *m, uint32_t pd, uint32_t index, uint32_t valu
         map_ref(m, value, PTL_PTE_VA(pt_va), pd);
     m->pte.writes++;
     ptl__mmu_flush(m, 1);
+    ptl__native_pde(m, pd, index, value);
 }
 
 int ptl__pte_init(ptl_machine *m, uint32_t system_start)
@@ -210,8 +211,10 @@ void ptl__pte_write(ptl_machine *m, uint32_t pd, uint32_t va, uint32_t value)
     if (value & PTL_PTE_VALID)
         map_ref(m, value, PTL_PTE_VA(va), table);
     pt->writes++;
-    if ((old | value) & PTL_PTE_VALID)
+    if ((old | value) & PTL_PTE_VALID) {
         ptl__mmu_invalidate(m, va);
+        ptl__native_pte(m, pd, va, value);
+    }
 }
 
 uint32_t ptl__pte_make(uint32_t pfn, int writable, int user, int cache_type)

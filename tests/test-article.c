@@ -26,11 +26,16 @@ typedef struct rig {
     ptl_driver *drv;
 } rig;
 
+/* Each method runs twice: with the software MMU, and in native mode where the host allows
+ * it (emulated addresses are host addresses; src/native.c). */
+static int native_mode = PTL_NATIVE_OFF;
+
 static rig boot_rig(ptl_profile profile)
 {
     ptl_config cfg;
     ptl_config_init(&cfg);
     cfg.profile = profile;
+    cfg.native = native_mode;
     rig r;
     r.m = ptl_boot(&cfg);
     assert_non_null(r.m);
@@ -108,9 +113,8 @@ static void section_close(void *arg)
     c->st_close = ZwClose(c->section);
 }
 
-static void test_section_object_method(void **state)
+static void section_object_method(void)
 {
-    (void)state;
     rig r = boot_rig(PTL_NT4_SP4);
     uint32_t free0 = ptl_free_system_ptes(r.m);
     section_ctx c;
@@ -178,6 +182,13 @@ static void test_section_object_method(void **state)
     ptl_shutdown(r.m);
 }
 
+static void test_section_object_method(void **state)
+{
+    (void)state;
+    for (native_mode = PTL_NATIVE_OFF; native_mode >= PTL_NATIVE_AUTO; native_mode -= 2)
+        section_object_method();
+}
+
 /* ---- MmMapIoSpace method ---------------------------------------------------------------- */
 
 #define SIZE_OF_MEMORY (3 * PAGE_SIZE)
@@ -188,6 +199,8 @@ typedef struct iospace_ctx {
     PMDL Mdl;
     ULONG seen_by_driver;
     ULONG seen_by_dpc;
+    ULONG seen_raw; /* native mode: through the pointer itself */
+    int native;
 } iospace_ctx;
 
 static void iospace_map(void *arg)
@@ -212,6 +225,9 @@ static void iospace_map(void *arg)
     c->UserVirtualAddress = UserVirtualAddress;
     c->Mdl = Mdl;
     c->seen_by_driver = READ_REGISTER_ULONG((volatile ULONG *)SystemVirtualAddress);
+    c->native = ptl_native(ptl_current());
+    if (c->native)
+        c->seen_raw = *(volatile ULONG *)SystemVirtualAddress;
 }
 
 static void iospace_dpc(void *arg)
@@ -251,6 +267,8 @@ static void iospace_method(ptl_profile profile)
      * mapping costs none */
     assert_int_equal(ptl_free_system_ptes(r.m), free0 - 4);
     assert_int_equal(c.seen_by_driver, word);
+    if (native_mode == PTL_NATIVE_AUTO && c.native)
+        assert_int_equal(c.seen_raw, word);
     /* device -> application, through the user mapping */
     assert_int_equal(ptl_user_read(r.app, (uint32_t)(uintptr_t)c.UserVirtualAddress, &back, 4),
                      STATUS_SUCCESS);
@@ -282,28 +300,34 @@ static void iospace_method(ptl_profile profile)
     ptl_shutdown(r.m);
 }
 
+static void both_modes(ptl_profile profile)
+{
+    for (native_mode = PTL_NATIVE_OFF; native_mode >= PTL_NATIVE_AUTO; native_mode -= 2)
+        iospace_method(profile);
+}
+
 static void test_iospace_method_nt4_sp3(void **state)
 {
     (void)state;
-    iospace_method(PTL_NT4_SP3);
+    both_modes(PTL_NT4_SP3);
 }
 
 static void test_iospace_method_nt4_sp4(void **state)
 {
     (void)state;
-    iospace_method(PTL_NT4_SP4);
+    both_modes(PTL_NT4_SP4);
 }
 
 static void test_iospace_method_win2000(void **state)
 {
     (void)state;
-    iospace_method(PTL_WIN2000);
+    both_modes(PTL_WIN2000);
 }
 
 static void test_iospace_method_winxp(void **state)
 {
     (void)state;
-    iospace_method(PTL_WINXP);
+    both_modes(PTL_WINXP);
 }
 
 int main(void)

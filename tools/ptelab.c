@@ -11,7 +11,9 @@
 #include <ptelab/ptelab.h>
 #include <ptelab/wdm.h>
 
+#include "demo.h"
 #include "kd_repl.h"
+#include "run.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -28,6 +30,8 @@ static const char usage_text[] =
     "\n"
     "commands:\n"
     "  demo                 the article end to end on a 64 MB NT 4.0 SP4 machine\n"
+    "  run SCRIPT.lua       a Lua scenario [--report out.html] [--csv perf.csv] [--reg f.reg]\n"
+    "                       [--profile P] [--seed N] [-v]\n"
     "  layout               print the system address-space layout the machine boots with\n"
     "  kd [-c \"cmd; cmd\"]   WinDbg-style commands (!vm, !sysptes, !pte, ...) on a machine\n"
     "\n"
@@ -229,21 +233,9 @@ static int cmd_kd(int argc, char **argv)
 
 static int cmd_demo(int argc, char **argv)
 {
-    (void)argv;
     if (argc > 2)
         return usage_error("demo takes no arguments (got '%s')", argv[2]);
-    ptl_config cfg;
-    ptl_config_init(&cfg); /* the embedded default: 64 MB, NT 4.0 SP4 */
-    int rc = 0;
-    ptl_machine *m = boot_or_report(&cfg, &rc);
-    if (!m)
-        return rc;
-    printf("== A 64 MB Windows NT 4.0 SP4 machine boots ==\n\n");
-    ptl_layout_print(m, stdout);
-    printf("\n");
-    ptl_kd(m, "!vm", stdout);
-    ptl_shutdown(m);
-    return 0;
+    return ptl_cli_demo();
 }
 
 int main(int argc, char **argv)
@@ -265,5 +257,7 @@ int main(int argc, char **argv)
         return cmd_layout(argc, argv);
     if (strcmp(cmd, "kd") == 0)
         return cmd_kd(argc, argv);
+    if (strcmp(cmd, "run") == 0)
+        return ptl_cli_run(argc, argv);
     return usage_error("unknown command '%s'", cmd);
 }

@@ -72,7 +72,16 @@ typedef struct ptl_config {
     uint32_t fault_inject_kinds; /* PTL_FAULT_* bits; 0: no injection */
     uint32_t fault_inject_nth;
     uint32_t fault_inject_ppm;
+    /* Native mode: emulated addresses are host addresses, so driver code may dereference
+     * them (src/native.c). PTL_NATIVE_AUTO uses it when the host allows it. */
+    int native;
 } ptl_config;
+
+#define PTL_NATIVE_AUTO 0
+#define PTL_NATIVE_ON   1
+#define PTL_NATIVE_OFF  2
+/* 1 when m runs in native mode. */
+int ptl_native(const ptl_machine *m);
 
 #define PTL_FAULT_SYSPTES 0x1u /* system PTE reservations (mappings, stacks, images) */
 #define PTL_FAULT_POOL    0x2u /* pool allocations */

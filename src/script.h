@@ -1,0 +1,57 @@
+/* script.h - the Lua 5.4 scenario runner: `ptelab run script.lua`.
+ *
+ * A scenario is a Lua file that boots machines with ptl.boot{...}, loads drivers, starts
+ * processes and runs driver code with m:call(process, driver, function() ... end), where
+ * the DDIs of <ptelab/wdm.h> are available under their NT names (as globals and in the
+ * table `nt`). src/script.c documents the Lua API and how STOPs and exceptions cross the
+ * Lua frames.
+ */
+#ifndef PTELAB_SCRIPT_H
+#define PTELAB_SCRIPT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct ptl_script_opts {
+    const char *report_path; /* HTML report of the machine that stopped, else the last one
+                                booted; NULL: none */
+    const char *csv_path;    /* PDH-CSV timeline of the same machine; NULL: none */
+    const char *reg_path;    /* .reg file applied to every ptl.boot before its own fields;
+                                NULL: none */
+    int profile;             /* ptl_profile overriding every ptl.boot's profile; -1 none */
+    uint64_t seed;           /* ptl_config.seed of every machine (a boot's seed= wins) */
+    int verbose;             /* echo events to stderr as they happen */
+    /* Out: what the script returned (its first return value), rendered as text: a table
+     * becomes "key=value" lines sorted by key, anything else tostring(). Allocated with
+     * malloc into *result when result is not NULL (the caller frees); NULL when the script
+     * returned nothing or did not finish. */
+    char **result;
+    /* Out: the STOP code that ended the scenario (0 none), when not NULL. */
+    uint32_t *stop_code;
+    /* Out: the Lua error message with its traceback (malloc'd, the caller frees), NULL
+     * when there was none; when not NULL. */
+    char **error;
+} ptl_script_opts;
+
+void ptl_script_opts_init(ptl_script_opts *opts);
+
+/* Run a scenario. 0 success; 1 a Lua error (the message names the script and line, and
+ * is printed to stderr with a traceback); 2 the scenario ended in a STOP (the STOP screen
+ * is printed to stdout; the report and CSV are still written); 3 the script or the .reg
+ * file could not be read (printed to stderr). */
+int ptl_script_run(const char *path, const ptl_script_opts *opts);
+
+#define PTL_SCRIPT_OK        0
+#define PTL_SCRIPT_LUA_ERROR 1
+#define PTL_SCRIPT_STOP      2
+#define PTL_SCRIPT_NO_INPUT  3
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* PTELAB_SCRIPT_H */

@@ -1,0 +1,109 @@
+/* run.c - `ptelab run script.lua [options]`: the Lua scenario runner's command line.
+ * See run.h for the usage and exit codes, src/script.c for the Lua API. */
+#include "run.h"
+
+#include "../src/script.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define EX_USAGE_ 64
+#define EX_DATA_  65
+
+static const char run_usage[] =
+    "usage: ptelab run SCRIPT.lua [--report OUT.html] [--csv PERF.csv] [--reg FILE.reg]\n"
+    "                  [--profile nt4sp3|nt4sp4|win2000|winxp] [--seed N] [-v]\n"
+    "\n"
+    "Runs a Lua scenario (scenarios/*.lua). Exit status: 0 done, 1 Lua error, 2 the\n"
+    "scenario ended in a STOP (the report and CSV are still written), 64 usage, 65 data.\n";
+
+static int run_usage_error(const char *fmt, const char *arg)
+{
+    fprintf(stderr, "ptelab run: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, "\n%s", run_usage);
+    return EX_USAGE_;
+}
+
+int ptl_cli_run(int argc, char **argv)
+{
+    ptl_script_opts opts;
+    ptl_script_opts_init(&opts);
+    const char *script = NULL;
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            fputs(run_usage, stdout);
+            return 0;
+        }
+        if (strcmp(a, "-v") == 0 || strcmp(a, "--verbose") == 0) {
+            opts.verbose = 1;
+            continue;
+        }
+        if (strcmp(a, "--report") == 0 || strcmp(a, "--csv") == 0 || strcmp(a, "--reg") == 0 ||
+            strcmp(a, "--profile") == 0 || strcmp(a, "--seed") == 0) {
+            if (i + 1 >= argc)
+                return run_usage_error("%s needs a value", a);
+            const char *val = argv[++i];
+            if (strcmp(a, "--report") == 0) {
+                opts.report_path = val;
+            } else if (strcmp(a, "--csv") == 0) {
+                opts.csv_path = val;
+            } else if (strcmp(a, "--reg") == 0) {
+                opts.reg_path = val;
+            } else if (strcmp(a, "--profile") == 0) {
+                static const char *const names[] = {"nt4sp3", "nt4sp4", "win2000", "winxp"};
+                opts.profile = -1;
+                for (int k = 0; k < 4; k++)
+                    if (strcmp(val, names[k]) == 0)
+                        opts.profile = k;
+                if (opts.profile < 0)
+                    return run_usage_error("--profile '%s' is not nt4sp3, nt4sp4, win2000 or winxp",
+                                           val);
+            } else {
+                char *end;
+                errno = 0;
+                unsigned long long v = strtoull(val, &end, 0);
+                if (errno || end == val || *end || val[0] == '-')
+                    return run_usage_error("--seed '%s' is not a number", val);
+                opts.seed = v;
+            }
+            continue;
+        }
+        if (a[0] == '-' && a[1])
+            return run_usage_error("unknown option '%s'", a);
+        if (script)
+            return run_usage_error("more than one script ('%s')", a);
+        script = a;
+    }
+    if (!script)
+        return run_usage_error("%s", "no script given");
+    if (access(script, R_OK) != 0) {
+        fprintf(stderr, "ptelab run: cannot read %s: %s\n", script, strerror(errno));
+        return EX_DATA_;
+    }
+    char *result = NULL;
+    opts.result = &result;
+    int rc = ptl_script_run(script, &opts);
+    if (result) {
+        printf("\nresult:\n%s", result);
+        if (result[0] && result[strlen(result) - 1] != '\n')
+            printf("\n");
+        free(result);
+    }
+    if (opts.report_path && rc != PTL_SCRIPT_NO_INPUT)
+        fprintf(stderr, "ptelab run: report written to %s\n", opts.report_path);
+    switch (rc) {
+    case PTL_SCRIPT_OK:
+        return 0;
+    case PTL_SCRIPT_STOP:
+        return 2;
+    case PTL_SCRIPT_NO_INPUT:
+        return EX_DATA_;
+    default:
+        return 1;
+    }
+}
