@@ -428,8 +428,17 @@ static void unmap_system(ptl_machine *m, PMDL mdl, ptl__mdlrec *r)
     uint32_t va = (uint32_t)(uintptr_t)mdl->MappedSystemVa & ~PTL_PAGE_MASK;
     uint32_t start, count;
     ptl__pte_kind kind;
-    PTL_ASSERT(ptl__syspte_run_at(m, va, NULL, &start, &count, &kind, NULL) && start == va &&
-               kind == PTL_KIND_MDL);
+    if (!ptl__syspte_run_at(m, va, NULL, &start, &count, &kind, NULL) || start != va ||
+        kind != PTL_KIND_MDL || r->system_run_va != va) {
+        /* not a mapping MmMapLockedPages made for this MDL: a reserved mapping (which
+         * MmUnmapReservedMapping releases) or a partial MDL sharing its parent's */
+        ptl__perf_event(m, PTL_EV_MISUSE,
+                        "%s: the MDL's system address %08x is not its own MmMapLockedPages "
+                        "mapping (a reserved mapping, or a partial MDL's parent's); left alone",
+                        driver_name(m), va);
+        mdl->MdlFlags &= (CSHORT) ~(MDL_MAPPED_TO_SYSTEM_VA | MDL_PARTIAL_HAS_BEEN_MAPPED);
+        return;
+    }
     for (uint32_t i = 0; i < count; i++) {
         uint32_t pte;
         ptl__pte_read(m, 0, va + i * PTL_PAGE_SIZE, &pte);
