@@ -64,3 +64,13 @@ format:
 
 clean:
 	@rm -rf $(BUILD)
+
+# The performance issue's benchmark: a Release (-O2) build in build-bench, then its table
+# (docs/performance.md). BENCH_ARGS=--quick for a short run.
+BENCH_ARGS ?=
+.PHONY: bench
+bench: deps-build
+	@cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DCMAKE_C_FLAGS_RELEASE="-O2 -DNDEBUG" \
+	    -DPTELAB_TESTS=OFF $(CMAKE_ARGS) >/dev/null
+	@cmake --build build-bench -j $(JOBS) --target ptelab-bench
+	@build-bench/bench/ptelab-bench $(BENCH_ARGS)

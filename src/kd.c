@@ -1145,6 +1145,95 @@ static int kd_bugcheck(kd_ctx *c)
     return 0;
 }
 
+/* ---- pools: !poolused, !pool ------------------------------------------------------------
+ * Shapes: learn.microsoft.com "!poolused" (per tag: allocations and bytes, nonpaged and
+ * paged) and "!pool" (the block holding an address, with its size and tag). */
+
+static void tag_text(uint32_t tag, char out[5])
+{
+    for (int i = 0; i < 4; i++) {
+        char ch = (char)((tag >> (8 * i)) & 0xFF);
+        out[i] = (ch >= 32 && ch < 127) ? ch : ' ';
+    }
+    out[4] = '\0';
+}
+
+static int kd_poolused(kd_ctx *c)
+{
+    if (c->nargs > 1)
+        return kd_err(c, "too many arguments: !poolused [flags]");
+    const ptl__pools *pl = &c->m->pools;
+    fprintf(c->out, "   Sorting by Tag\n\n  Pool Used:\n");
+    fprintf(c->out, "            NonPaged                    Paged\n");
+    fprintf(c->out, " Tag    Allocs     Frees      Used   Allocs     Frees      Used\n");
+    uint64_t np = 0, pg = 0;
+    for (uint32_t i = 0; i < pl->ntags; i++) {
+        const ptl__pooltag *t = &pl->tags[i];
+        char name[5];
+        tag_text(t->tag, name);
+        fprintf(c->out, " %s %8llu  %8llu  %8llu %8llu  %8llu  %8llu\n", name,
+                (unsigned long long)t->nonpaged_allocs, (unsigned long long)t->nonpaged_frees,
+                (unsigned long long)t->nonpaged_bytes, (unsigned long long)t->paged_allocs,
+                (unsigned long long)t->paged_frees, (unsigned long long)t->paged_bytes);
+        np += t->nonpaged_bytes;
+        pg += t->paged_bytes;
+    }
+    fprintf(c->out, " TOTAL %35llu %29llu\n", (unsigned long long)np, (unsigned long long)pg);
+    return 0;
+}
+
+typedef struct pool_find {
+    uint32_t va;
+    const ptl__poolblock *hit;
+} pool_find;
+
+static void find_block(void *ctx, const void *key, void *val)
+{
+    pool_find *f = ctx;
+    const ptl__poolblock *b = val;
+    uint32_t end = b->region < 0 ? b->block + b->pages * PTL_PAGE_SIZE : b->block + b->units * 32u;
+    (void)key;
+    if (f->va >= b->block && f->va < end)
+        f->hit = b;
+}
+
+static int kd_pool(kd_ctx *c)
+{
+    uint32_t va = 0;
+    if (c->nargs < 1)
+        return kd_err(c, "!pool needs an address");
+    if (c->nargs > 2)
+        return kd_err(c, "too many arguments: !pool address [flags]");
+    if (arg_addr32(c, &c->arg[0], "address", &va) != 0)
+        return -1;
+    const ptl__pools *pl = &c->m->pools;
+    const char *region = NULL;
+    static const char *const names[3] = {"Nonpaged pool", "Paged pool",
+                                         "Nonpaged pool (must succeed)"};
+    for (int r = 0; r < 3; r++)
+        if (va >= pl->base[r] && va - pl->base[r] < pl->bytes[r])
+            region = names[r];
+    if (!region && ptl__syspte_pool_of(c->m, va) == PTL_NONPAGED_POOL_EXPANSION)
+        region = "Nonpaged pool (expansion)";
+    if (!region)
+        return kd_err(c, "%08x is not in any pool", va);
+    pool_find f = {va, NULL};
+    ptl__ptrmap_each((ptl__ptrmap *)&pl->blocks, find_block, &f);
+    fprintf(c->out, "Pool page %08x region is %s\n", va, region);
+    if (!f.hit) {
+        fprintf(c->out, " %08x is not inside an allocated block (free pool)\n", va);
+        return 0;
+    }
+    char name[5];
+    tag_text(f.hit->tag, name);
+    uint32_t size = f.hit->region < 0 ? f.hit->pages * PTL_PAGE_SIZE : f.hit->units * 32u;
+    fprintf(c->out, "*%08x size: %5x previous size:    0  (Allocated) *%s\n", f.hit->block, size,
+            name);
+    fprintf(c->out, "\t\tPooltag %s : requested 0x%x bytes at %08x\n", name, f.hit->bytes,
+            f.hit->data);
+    return 0;
+}
+
 /* ---- ? ------------------------------------------------------------------------------------ */
 
 static int kd_eval_cmd(kd_ctx *c)
@@ -1191,6 +1280,8 @@ static const kd_cmd commands[] = {
     {"eq", kd_eq, "eq [/p] addr values      enter quad words"},
     {".process", kd_dot_process, ".process [EPROCESS]      show or set the process context"},
     {"!process", kd_bang_process, "!process [0 0|EPROCESS]  processes (0 0: all of them)"},
+    {"!poolused", kd_poolused, "!poolused                pool use by tag"},
+    {"!pool", kd_pool, "!pool address            the pool block holding an address"},
     {"lm", kd_lm, "lm                       loaded modules (drivers)"},
     {"!analyze", kd_analyze, "!analyze [-v]            the bug check of a stopped machine"},
     {".bugcheck", kd_bugcheck, ".bugcheck                bug check code and arguments"},

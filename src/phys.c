@@ -137,7 +137,14 @@ uint32_t ptl__phys_alloc(ptl__phys *ph, ptl__frame_use use, uint32_t owner_pid)
         return UINT32_MAX;
     }
     ptl__pfn *e = &ph->pfn[pfn];
+    /* mappings of the frame made while it was free (a view of physical memory) live on */
+    uint16_t share = e->ShareCount, refs = e->ReferenceCount;
+    uint32_t pte = e->PteAddress, frame = e->PteFrame;
     memset(e, 0, sizeof *e);
+    e->ShareCount = share;
+    e->ReferenceCount = refs;
+    e->PteAddress = pte;
+    e->PteFrame = frame;
     e->PageLocation = ActiveAndValid;
     e->Use = (uint8_t)use;
     e->OwnerPid = owner_pid;
@@ -151,10 +158,18 @@ void ptl__phys_release(ptl__phys *ph, uint32_t pfn)
     PTL_ASSERT(pfn < ph->hwm);
     ptl__pfn *e = &ph->pfn[pfn];
     PTL_ASSERT(e->Use != PTL_USE_FREE && e->Use != PTL_USE_BOOT);
-    PTL_ASSERT(e->ShareCount == 0 && e->LockCount == 0);
+    PTL_ASSERT(e->LockCount == 0);
     ph->use_count[e->Use]--;
     ph->in_use--;
+    /* Still mapped by someone who borrowed it (a view of \Device\PhysicalMemory): NT frees
+     * it all the same, and the borrower now maps a free page (the article's warning). */
+    uint16_t share = e->ShareCount, refs = e->ReferenceCount;
+    uint32_t pte = e->PteAddress, frame = e->PteFrame;
     memset(e, 0, sizeof *e);
+    e->ShareCount = share;
+    e->ReferenceCount = refs;
+    e->PteAddress = pte;
+    e->PteFrame = frame;
     e->PageLocation = FreePageList;
     e->Flink = ph->free_head;
     ph->free_head = pfn + 1;

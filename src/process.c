@@ -316,7 +316,12 @@ void ptl__process_decommit(ptl_process *p, uint32_t start, uint32_t end)
             ptl__pte_write(m, p->pd, va, 0);
             if (private_frame) {
                 p->private_pages--;
-                if (m->phys.pfn[pfn].ShareCount == 0 && m->phys.pfn[pfn].LockCount == 0)
+                if (m->phys.pfn[pfn].ShareCount)
+                    ptl__perf_event(m, PTL_EV_HAZARD,
+                                    "%s's page %x is freed while a view of physical memory "
+                                    "still maps it: the viewer now sees a free page",
+                                    p->name, pfn);
+                if (m->phys.pfn[pfn].LockCount == 0)
                     ptl__phys_release(&m->phys, pfn);
             }
         } else {

@@ -2275,6 +2275,54 @@ static char *render_result(lua_State *L, int idx)
     return buf;
 }
 
+/* ---- the sandbox: a bounded heap and a bounded number of instructions ---------------- */
+
+typedef struct sandbox_heap {
+    size_t used, limit;
+} sandbox_heap;
+
+static void *sandbox_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+    sandbox_heap *h = ud;
+    size_t old = ptr ? osize : 0;
+    if (nsize == 0) {
+        free(ptr);
+        h->used -= old;
+        return NULL;
+    }
+    if (h->limit && nsize > old && h->used + (nsize - old) > h->limit)
+        return NULL; /* Lua raises "not enough memory" */
+    void *q = realloc(ptr, nsize);
+    if (q)
+        h->used = h->used - old + nsize;
+    return q;
+}
+
+static void instruction_limit(lua_State *L, lua_Debug *ar)
+{
+    (void)ar;
+    luaL_error(L, "the sandbox's instruction limit was reached");
+}
+
+static void open_sandbox_libs(lua_State *L)
+{
+    static const luaL_Reg libs[] = {
+        {LUA_GNAME, luaopen_base},       {LUA_STRLIBNAME, luaopen_string},
+        {LUA_TABLIBNAME, luaopen_table}, {LUA_MATHLIBNAME, luaopen_math},
+        {LUA_UTF8LIBNAME, luaopen_utf8}, {NULL, NULL},
+    };
+    for (const luaL_Reg *lib = libs; lib->func; lib++) {
+        luaL_requiref(L, lib->name, lib->func, 1);
+        lua_pop(L, 1);
+    }
+    static const char *const unsafe[] = {"dofile",  "loadfile",       "load",
+                                         "require", "collectgarbage", NULL};
+    for (int i = 0; unsafe[i]; i++) {
+        lua_pushnil(L);
+        lua_setglobal(L, unsafe[i]);
+    }
+}
+
 void ptl_script_opts_init(ptl_script_opts *opts)
 {
     memset(opts, 0, sizeof *opts);
@@ -2314,13 +2362,22 @@ int ptl_script_run(const char *path, const ptl_script_opts *opts_in)
             return PTL_SCRIPT_NO_INPUT;
         }
     }
-    lua_State *L = luaL_newstate();
+    sandbox_heap heap = {0, r->opts.max_memory};
+    lua_State *L = r->opts.sandbox ? lua_newstate(sandbox_alloc, &heap) : luaL_newstate();
     if (!L) {
         fprintf(stderr, "ptelab: cannot create the Lua state\n");
         free(r);
         return PTL_SCRIPT_LUA_ERROR;
     }
-    luaL_openlibs(L);
+    if (r->opts.sandbox) {
+        open_sandbox_libs(L);
+        if (r->opts.max_instructions)
+            lua_sethook(L, instruction_limit, LUA_MASKCOUNT,
+                        (int)(r->opts.max_instructions > 0x7FFFFFFF ? 0x7FFFFFFF
+                                                                    : r->opts.max_instructions));
+    } else {
+        luaL_openlibs(L);
+    }
     open_ptl(L, r);
 
     int rc = PTL_SCRIPT_OK;

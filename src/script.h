@@ -35,6 +35,12 @@ typedef struct ptl_script_opts {
     /* Out: the Lua error message with its traceback (malloc'd, the caller frees), NULL
      * when there was none; when not NULL. */
     char **error;
+    /* Sandbox (the fuzzer, untrusted scripts): only the base, string, table, math and utf8
+     * libraries (no io, os, package, debug, no loading files), at most max_instructions
+     * Lua VM instructions (0: no limit) and max_memory bytes of Lua heap (0: no limit). */
+    int sandbox;
+    uint64_t max_instructions;
+    size_t max_memory;
 } ptl_script_opts;
 
 void ptl_script_opts_init(ptl_script_opts *opts);

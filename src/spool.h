@@ -1,7 +1,9 @@
 /* spool.h - allocators of contiguous runs over an index space [0, total): the engine of
  * the system PTE pool. Two implementations with identical placement, bit for bit:
  *   spool_ref.c   the plain reference: a sorted array of free runs, linear first fit;
- *   (spool_fast.c, the performance issue: O(log n) with the same answers).
+ *   spool_fast.c  a bitmap of 64-bit words under a segment tree: O(log n) with the same
+ *                 answers (the performance issue).
+ * spool.c dispatches through the table of operations each spool carries.
  * Tests drive both with the same trace and compare every result. */
 #ifndef PTELAB_SPOOL_H
 #define PTELAB_SPOOL_H
@@ -38,5 +40,29 @@ void ptl__spool_stats_get(const ptl__spool *sp, ptl__spool_stats *out);
 void ptl__spool_each_free(const ptl__spool *sp, int (*fn)(void *, uint32_t, uint32_t), void *ctx);
 int ptl__spool_check(const ptl__spool *sp, FILE *why);
 int ptl__spool_hist_bucket(uint32_t len);
+
+/* ---- the implementations' side (spool.c dispatches) ------------------------------------
+ * Every implementation's state begins with a struct ptl__spool whose ops point at its
+ * table; the public functions above call through it. Arguments are already checked where
+ * the public contract says so. */
+typedef struct ptl__spool_ops {
+    void (*destroy)(ptl__spool *sp);
+    int64_t (*alloc)(ptl__spool *sp, uint32_t n);
+    int (*reserve_at)(ptl__spool *sp, uint32_t start, uint32_t n);
+    void (*release)(ptl__spool *sp, uint32_t start, uint32_t n);
+    int (*is_reserved)(const ptl__spool *sp, uint32_t start, uint32_t n);
+    uint32_t (*free_count)(const ptl__spool *sp);
+    uint32_t (*largest)(const ptl__spool *sp);
+    void (*stats_get)(const ptl__spool *sp, ptl__spool_stats *out);
+    void (*each_free)(const ptl__spool *sp, int (*fn)(void *, uint32_t, uint32_t), void *ctx);
+    int (*check)(const ptl__spool *sp, FILE *why);
+} ptl__spool_ops;
+
+struct ptl__spool {
+    const ptl__spool_ops *ops;
+};
+
+ptl__spool *ptl__spool_ref_create(uint32_t total, int policy);
+ptl__spool *ptl__spool_fast_create(uint32_t total, int policy);
 
 #endif

@@ -25,18 +25,24 @@ typedef struct run {
     uint32_t start, len;
 } run;
 
-struct ptl__spool {
+typedef struct ref_spool {
+    ptl__spool base; /* ops: ref_ops */
     uint32_t total;
     int policy;
     uint32_t free;
     run *runs;
     uint32_t nruns, cap;
-};
+} ref_spool;
 
-ptl__spool *ptl__spool_create(ptl__spool_impl impl, uint32_t total, int policy)
+#define REF(sp)  ((ref_spool *)(sp))
+#define CREF(sp) ((const ref_spool *)(sp))
+
+static const ptl__spool_ops ref_ops;
+
+ptl__spool *ptl__spool_ref_create(uint32_t total, int policy)
 {
-    (void)impl; /* only the reference exists until the performance issue lands */
-    ptl__spool *sp = ptl__xcalloc(1, sizeof *sp);
+    ref_spool *sp = ptl__xcalloc(1, sizeof *sp);
+    sp->base.ops = &ref_ops;
     sp->total = total;
     sp->policy = policy;
     sp->free = total;
@@ -46,24 +52,23 @@ ptl__spool *ptl__spool_create(ptl__spool_impl impl, uint32_t total, int policy)
         sp->runs[0] = (run){0, total};
         sp->nruns = 1;
     }
-    return sp;
+    return &sp->base;
 }
 
-void ptl__spool_destroy(ptl__spool *sp)
+static void ref_destroy(ptl__spool *base)
 {
-    if (!sp)
-        return;
+    ref_spool *sp = REF(base);
     free(sp->runs);
     free(sp);
 }
 
-static void remove_run(ptl__spool *sp, uint32_t i)
+static void remove_run(ref_spool *sp, uint32_t i)
 {
     memmove(&sp->runs[i], &sp->runs[i + 1], (sp->nruns - i - 1) * sizeof(run));
     sp->nruns--;
 }
 
-static void insert_run(ptl__spool *sp, uint32_t i, run r)
+static void insert_run(ref_spool *sp, uint32_t i, run r)
 {
     if (sp->nruns == sp->cap) {
         sp->cap *= 2;
@@ -74,8 +79,9 @@ static void insert_run(ptl__spool *sp, uint32_t i, run r)
     sp->nruns++;
 }
 
-int64_t ptl__spool_alloc(ptl__spool *sp, uint32_t n)
+static int64_t ref_alloc(ptl__spool *base, uint32_t n)
 {
+    ref_spool *sp = REF(base);
     PTL_ASSERT(n >= 1);
     for (uint32_t i = 0; i < sp->nruns; i++) {
         run *r = &sp->runs[i];
@@ -97,10 +103,11 @@ int64_t ptl__spool_alloc(ptl__spool *sp, uint32_t n)
     return -1;
 }
 
-static uint32_t upper_bound(const ptl__spool *sp, uint32_t x);
+static uint32_t upper_bound(const ref_spool *sp, uint32_t x);
 
-int ptl__spool_reserve_at(ptl__spool *sp, uint32_t start, uint32_t n)
+static int ref_reserve_at(ptl__spool *base, uint32_t start, uint32_t n)
 {
+    ref_spool *sp = REF(base);
     if (n == 0 || start >= sp->total || n > sp->total - start)
         return -1;
     uint32_t i = upper_bound(sp, start);
@@ -122,7 +129,7 @@ int ptl__spool_reserve_at(ptl__spool *sp, uint32_t start, uint32_t n)
 }
 
 /* Index of the first run whose start is > x. */
-static uint32_t upper_bound(const ptl__spool *sp, uint32_t x)
+static uint32_t upper_bound(const ref_spool *sp, uint32_t x)
 {
     uint32_t lo = 0, hi = sp->nruns;
     while (lo < hi) {
@@ -135,8 +142,9 @@ static uint32_t upper_bound(const ptl__spool *sp, uint32_t x)
     return lo;
 }
 
-int ptl__spool_is_reserved(const ptl__spool *sp, uint32_t start, uint32_t n)
+static int ref_is_reserved(const ptl__spool *base, uint32_t start, uint32_t n)
 {
+    const ref_spool *sp = CREF(base);
     if (n == 0 || start >= sp->total || n > sp->total - start)
         return 0;
     uint32_t i = upper_bound(sp, start);
@@ -149,9 +157,10 @@ int ptl__spool_is_reserved(const ptl__spool *sp, uint32_t start, uint32_t n)
     return 1;
 }
 
-void ptl__spool_free(ptl__spool *sp, uint32_t start, uint32_t n)
+static void ref_release(ptl__spool *base, uint32_t start, uint32_t n)
 {
-    PTL_ASSERT(ptl__spool_is_reserved(sp, start, n));
+    ref_spool *sp = REF(base);
+    PTL_ASSERT(ref_is_reserved(base, start, n));
     uint32_t i = upper_bound(sp, start);
     int merge_left = i > 0 && sp->runs[i - 1].start + sp->runs[i - 1].len == start;
     int merge_right = i < sp->nruns && sp->runs[i].start == start + n;
@@ -169,13 +178,14 @@ void ptl__spool_free(ptl__spool *sp, uint32_t start, uint32_t n)
     sp->free += n;
 }
 
-uint32_t ptl__spool_free_count(const ptl__spool *sp)
+static uint32_t ref_free_count(const ptl__spool *base)
 {
-    return sp->free;
+    return CREF(base)->free;
 }
 
-uint32_t ptl__spool_largest(const ptl__spool *sp)
+static uint32_t ref_largest(const ptl__spool *base)
 {
+    const ref_spool *sp = CREF(base);
     uint32_t best = 0;
     for (uint32_t i = 0; i < sp->nruns; i++)
         if (sp->runs[i].len > best)
@@ -183,14 +193,9 @@ uint32_t ptl__spool_largest(const ptl__spool *sp)
     return best;
 }
 
-int ptl__spool_hist_bucket(uint32_t len)
+static void ref_stats_get(const ptl__spool *base, ptl__spool_stats *out)
 {
-    int b = 31 - __builtin_clz(len);
-    return b >= PTL_SPOOL_HIST ? PTL_SPOOL_HIST - 1 : b;
-}
-
-void ptl__spool_stats_get(const ptl__spool *sp, ptl__spool_stats *out)
-{
+    const ref_spool *sp = CREF(base);
     memset(out, 0, sizeof *out);
     out->total = sp->total;
     out->free = sp->free;
@@ -202,15 +207,17 @@ void ptl__spool_stats_get(const ptl__spool *sp, ptl__spool_stats *out)
     }
 }
 
-void ptl__spool_each_free(const ptl__spool *sp, int (*fn)(void *, uint32_t, uint32_t), void *ctx)
+static void ref_each_free(const ptl__spool *base, int (*fn)(void *, uint32_t, uint32_t), void *ctx)
 {
+    const ref_spool *sp = CREF(base);
     for (uint32_t i = 0; i < sp->nruns; i++)
         if (fn(ctx, sp->runs[i].start, sp->runs[i].len))
             return;
 }
 
-int ptl__spool_check(const ptl__spool *sp, FILE *why)
+static int ref_check(const ptl__spool *base, FILE *why)
 {
+    const ref_spool *sp = CREF(base);
     uint64_t sum = 0;
     for (uint32_t i = 0; i < sp->nruns; i++) {
         const run *r = &sp->runs[i];
@@ -232,3 +239,8 @@ int ptl__spool_check(const ptl__spool *sp, FILE *why)
     }
     return 0;
 }
+
+static const ptl__spool_ops ref_ops = {
+    ref_destroy,    ref_alloc,   ref_reserve_at, ref_release,   ref_is_reserved,
+    ref_free_count, ref_largest, ref_stats_get,  ref_each_free, ref_check,
+};

@@ -72,7 +72,7 @@ static int pool_init(ptl_machine *m, ptl__syspool *p, uint32_t va0, uint32_t n0,
     p->seg0_count = n0;
     p->seg1_va = n1 ? va1 : 0;
     p->total = n1 ? n0 + 1 + n1 : n0;
-    p->alloc = ptl__spool_create(PTL_SPOOL_REF, p->total, (int)m->cfg.syspte_policy);
+    p->alloc = ptl__spool_create(PTL_SPOOL_FAST, p->total, (int)m->cfg.syspte_policy);
     p->info = ptl__xcalloc(p->total ? p->total : 1, sizeof *p->info);
     if (ensure_tables(m, va0, n0) != 0 || (n1 && ensure_tables(m, va1, n1) != 0))
         return -1;

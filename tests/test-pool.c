@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
 
@@ -240,6 +241,37 @@ static void test_period_driver_code(void **state)
     ptl_shutdown(m);
 }
 
+/* kd's view of the pools (learn.microsoft.com "!poolused", "!pool"). */
+static PVOID kd_block;
+static void kd_alloc(void *arg)
+{
+    (void)arg;
+    kd_block = ExAllocatePoolWithTag(NonPagedPool, 100, 'tseT');
+}
+
+static void test_kd_pool_commands(void **state)
+{
+    (void)state;
+    ptl_machine *m = boot(0);
+    ptl_stop stop;
+    assert_int_equal(ptl_call(m, NULL, NULL, kd_alloc, NULL, &stop), 0);
+    char *out = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&out, &len);
+    assert_int_equal(ptl_kd(m, "!poolused", f), 0);
+    char cmd[64];
+    snprintf(cmd, sizeof cmd, "!pool %x", (unsigned)(uintptr_t)kd_block + 20);
+    assert_int_equal(ptl_kd(m, cmd, f), 0);
+    assert_true(ptl_kd(m, "!pool 0", f) != 0);
+    fclose(f);
+    assert_non_null(strstr(out, " Test        1         0       128"));
+    assert_non_null(strstr(out, "region is Nonpaged pool"));
+    assert_non_null(strstr(out, "(Allocated) *Test"));
+    assert_non_null(strstr(out, "kd: 00000000 is not in any pool"));
+    free(out);
+    ptl_shutdown(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -249,6 +281,7 @@ int main(void)
         cmocka_unit_test(test_bad_frees),
         cmocka_unit_test(test_verifier_zero_byte_allocation),
         cmocka_unit_test(test_period_driver_code),
+        cmocka_unit_test(test_kd_pool_commands),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
