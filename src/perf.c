@@ -43,6 +43,22 @@ void ptl__perf_free(ptl_machine *m)
 void ptl__perf_tick(ptl_machine *m)
 {
     m->perf.tick++;
+#ifdef PTELAB_PARANOID
+    /* Debug builds of the tests: every operation starts on a machine whose invariants
+     * hold, i.e. every previous one left it so. PTELAB_PARANOID_EVERY=N checks every Nth. */
+    static _Thread_local long every = -1;
+    if (every < 0) {
+        const char *e = getenv("PTELAB_PARANOID_EVERY");
+        every = e ? atol(e) : 1;
+        if (every < 1)
+            every = 1;
+    }
+    if (!m->stop.stopped && m->perf.tick % (uint64_t)every == 0 && ptl_check(m) != 0) {
+        fprintf(stderr, "ptelab: paranoid check at tick %llu: %s\n",
+                (unsigned long long)m->perf.tick, ptl_error());
+        abort();
+    }
+#endif
 }
 
 void ptl__perf_event(ptl_machine *m, ptl__event_type type, const char *fmt, ...)

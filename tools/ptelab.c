@@ -13,6 +13,7 @@
 
 #include "demo.h"
 #include "kd_repl.h"
+#include "plan.h"
 #include "run.h"
 
 #include <errno.h>
@@ -34,6 +35,8 @@ static const char usage_text[] =
     "                       [--profile P] [--seed N] [-v]\n"
     "  layout               print the system address-space layout the machine boots with\n"
     "  kd [-c \"cmd; cmd\"]   WinDbg-style commands (!vm, !sysptes, !pte, ...) on a machine\n"
+    "  plan [WORKLOAD.lua]  size the system PTE pool and recommend SystemPages\n"
+    "                       (ptelab plan --help for its options)\n"
     "\n"
     "machine options (layout, kd):\n"
     "  --ram SIZE           RAM, e.g. 64M, 512M, 3584M, 3.5G (default 64M)\n"
@@ -259,5 +262,7 @@ int main(int argc, char **argv)
         return cmd_kd(argc, argv);
     if (strcmp(cmd, "run") == 0)
         return ptl_cli_run(argc, argv);
+    if (strcmp(cmd, "plan") == 0)
+        return ptl_cli_plan(argc, argv);
     return usage_error("unknown command '%s'", cmd);
 }
