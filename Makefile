@@ -11,7 +11,7 @@ DEPS_BUILD  = cmake gcc make pkg-config libedit-dev liblua5.4-dev
 DEPS_TEST   = libcmocka-dev
 
 .PHONY: all build demo check install clean deps-build deps-test format check-asan \
-        check-valgrind fuzz
+        check-valgrind check-paranoid fuzz
 
 all: build
 
@@ -38,6 +38,14 @@ check-asan: deps-build deps-test
 	@cmake --build build-asan -j $(JOBS)
 	@cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j $(JOBS)
+
+# Debug build of the suite with ptl_check before every operation (every 64th in the few
+# tests that run tens of thousands of operations): slow, thorough.
+check-paranoid: deps-build deps-test
+	@cmake -S . -B build-paranoid -DPTELAB_WERROR=ON -DPTELAB_PARANOID=ON \
+	    -DCMAKE_BUILD_TYPE=Debug $(CMAKE_ARGS) >/dev/null
+	@cmake --build build-paranoid -j $(JOBS)
+	@cd build-paranoid && ctest --output-on-failure -j $(JOBS) -E browser-report
 
 # The whole suite under valgrind memcheck: 0 errors, 0 leaks, or it fails.
 check-valgrind: deps-build deps-test

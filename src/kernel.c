@@ -37,6 +37,8 @@
  */
 #include "internal.h"
 
+#include <ptelab/wdm.h>
+
 #include <string.h>
 #include <strings.h>
 
@@ -178,7 +180,7 @@ uint32_t ptl_call_dpc(ptl_machine *m, ptl_driver *d, void (*fn)(void *), void *a
 void ptl__raise(ptl_machine *m, int32_t status, uint32_t info0, uint32_t info1)
 {
     ptl__frame *f = m->frames;
-    if (!f || !f->is_try)
+    if (!f || f->is_try != 1) /* a harness frame or a system thread's start: unhandled */
         ptl__bugcheck_why(m, 0x1E, (uint32_t)status, ptl__kernel_ip(m), info0, info1,
                           "exception 0x%08X raised in kernel mode with no handler",
                           (uint32_t)status);
@@ -624,4 +626,89 @@ ptl_driver *ptl_driver_at(const ptl_machine *m, uint32_t index)
 int ptl_driver_loaded(const ptl_driver *d)
 {
     return d && d->magic == PTL__DRIVER_MAGIC && !d->unloaded;
+}
+
+/* ---- PsCreateSystemThread / PsTerminateSystemThread ------------------------------------
+ * A system thread takes its kernel stack from system PTEs like any thread; when none can
+ * be had, creation fails with STATUS_INSUFFICIENT_RESOURCES (the article: "threads not
+ * being created"). ptelab runs the start routine at once, to completion, at PASSIVE_LEVEL
+ * in the thread's process, as if the new thread ran before its creator resumed; the
+ * thread ends when the routine calls PsTerminateSystemThread or returns (docs/fidelity.md).
+ * Threads that must stay alive in numbers are ptl_thread_create's. */
+
+#define THREAD_FRAME 2 /* a frame that PsTerminateSystemThread lands in */
+
+NTSTATUS PsCreateSystemThread(PHANDLE ThreadHandle, ULONG DesiredAccess,
+                              POBJECT_ATTRIBUTES ObjectAttributes, HANDLE ProcessHandle,
+                              PCLIENT_ID ClientId, PKSTART_ROUTINE StartRoutine, PVOID StartContext)
+{
+    ptl_machine *m = ptl_current();
+    if (!m) {
+        fprintf(stderr, "ptelab: PsCreateSystemThread called outside driver code run by "
+                        "ptl_call\n");
+        abort();
+    }
+    if (m->stop.stopped)
+        ptl__bugcheck(m, m->stop.info.code, 0, 0, 0, 0);
+    (void)DesiredAccess;
+    if (!ThreadHandle || !StartRoutine)
+        return STATUS_INVALID_PARAMETER;
+    if (m->kernel.irql != PASSIVE_LEVEL)
+        ptl__bugcheck_why(m, 0x0A, 0, (uint32_t)m->kernel.irql, 0, ptl__kernel_ip(m),
+                          "PsCreateSystemThread at IRQL %d", m->kernel.irql);
+    ptl_process *owner = m->procs.system;
+    if (ProcessHandle == NtCurrentProcess())
+        owner = m->procs.current;
+    else if (ProcessHandle)
+        return STATUS_INVALID_HANDLE; /* ptelab: only NULL (System) or the current process */
+    ptl_thread *t = ptl_thread_create(m, owner);
+    if (!t)
+        return STATUS_INSUFFICIENT_RESOURCES;
+    int kernel = ObjectAttributes && (ObjectAttributes->Attributes & OBJ_KERNEL_HANDLE);
+    *ThreadHandle = ptl__thread_handle(m, t->tid, kernel);
+    if (ClientId) {
+        ClientId->UniqueProcess = owner->nt.UniqueProcessId;
+        ClientId->UniqueThread = (HANDLE)(uintptr_t)t->tid;
+    }
+    /* run the thread: its process, PASSIVE_LEVEL, until it returns or terminates */
+    ptl_process *const creator = m->procs.current;
+    const int irql = m->kernel.irql;
+    ptl__frame f;
+    f.prev = m->frames;
+    f.is_try = THREAD_FRAME;
+    f.exception = 0;
+    f.saved_irql = irql;
+    f.machine = m;
+    m->frames = &f;
+    if (setjmp(f.jb) == 0) {
+        ptl__process_switch(m, owner);
+        StartRoutine(StartContext);
+    }
+    m->frames = f.prev;
+    m->kernel.irql = irql;
+    if (!creator->exited)
+        ptl__process_switch(m, creator);
+    if (t->magic == PTL__THREAD_MAGIC)
+        ptl_thread_exit(t);
+    return STATUS_SUCCESS;
+}
+
+NTSTATUS PsTerminateSystemThread(NTSTATUS ExitStatus)
+{
+    ptl_machine *m = ptl_current();
+    if (!m) {
+        fprintf(stderr, "ptelab: PsTerminateSystemThread called outside driver code\n");
+        abort();
+    }
+    ptl__frame *f = m->frames;
+    while (f && f->is_try == 1)
+        f = f->prev;
+    if (!f || f->is_try != THREAD_FRAME) {
+        ptl__perf_event(m, PTL_EV_MISUSE,
+                        "PsTerminateSystemThread(0x%08X) outside a system thread: ignored",
+                        (uint32_t)ExitStatus);
+        return STATUS_INVALID_PARAMETER;
+    }
+    m->frames = f;
+    longjmp(f->jb, 1);
 }

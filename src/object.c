@@ -99,9 +99,19 @@ static void *handle_new(ptl_machine *m, ptl_process *owner, uint32_t access, int
             ptl__xrealloc(m->objects.handles, (m->objects.nhandles + 1) * sizeof(ptl__handle));
         m->objects.nhandles++;
     }
-    m->objects.handles[i] = (ptl__handle){1, (uint8_t)(kernel != 0), access, owner};
+    m->objects.handles[i] = (ptl__handle){1, (uint8_t)(kernel != 0), access, owner, 0, 0};
     m->objects.physmem.refs++;
     return handle_value(i, kernel);
+}
+
+void *ptl__thread_handle(ptl_machine *m, uint32_t tid, int kernel)
+{
+    void *h = handle_new(m, m->procs.current, 0x1F03FF /* THREAD_ALL_ACCESS */, kernel);
+    uint32_t index = (uint32_t)(((uintptr_t)h & ~(uintptr_t)KERNEL_HANDLE) / 4u) - 1u;
+    m->objects.handles[index].is_thread = 1;
+    m->objects.handles[index].tid = tid;
+    m->objects.physmem.refs--; /* not a reference on the section */
+    return h;
 }
 
 static int name_is_physical_memory(const UNICODE_STRING *u, int case_insensitive)
@@ -176,6 +186,8 @@ NTSTATUS ZwClose(HANDLE Handle)
         return STATUS_INVALID_HANDLE;
     }
     e->in_use = 0;
+    if (e->is_thread)
+        return STATUS_SUCCESS;
     PTL_ASSERT(m->objects.physmem.refs > 0);
     m->objects.physmem.refs--;
     return STATUS_SUCCESS;
@@ -190,6 +202,8 @@ NTSTATUS ObReferenceObjectByHandle(HANDLE Handle, ACCESS_MASK DesiredAccess,
     ptl__handle *e = handle_get(m, Handle);
     if (!e || !Object)
         return STATUS_INVALID_HANDLE;
+    if (e->is_thread)
+        return STATUS_OBJECT_TYPE_MISMATCH; /* ptelab hands out no thread objects */
     if (AccessMode == UserMode && (DesiredAccess & ~e->access))
         return STATUS_ACCESS_DENIED;
     m->objects.physmem.refs++;
@@ -267,6 +281,8 @@ NTSTATUS ZwMapViewOfSection(HANDLE SectionHandle, HANDLE ProcessHandle, PVOID *B
     ptl__handle *e = handle_get(m, SectionHandle);
     if (!e)
         return STATUS_INVALID_HANDLE;
+    if (e->is_thread)
+        return STATUS_OBJECT_TYPE_MISMATCH;
     if (ProcessHandle != NtCurrentProcess())
         return STATUS_INVALID_HANDLE; /* ptelab: views go into the current process only */
     if (!BaseAddress || !ViewSize || ZeroBits >= 21)
@@ -400,7 +416,8 @@ void ptl__objects_process_exit(ptl_machine *m, ptl_process *p)
         ptl__handle *e = &m->objects.handles[i];
         if (e->in_use && !e->kernel && e->owner == p) {
             e->in_use = 0;
-            m->objects.physmem.refs--;
+            if (!e->is_thread)
+                m->objects.physmem.refs--;
         }
     }
 }

@@ -15,6 +15,8 @@ typedef struct ptl__handle {
     uint8_t kernel; /* OBJ_KERNEL_HANDLE: in the system handle table */
     uint32_t access;
     struct ptl_process *owner; /* whose handle table holds it (not for kernel handles) */
+    uint8_t is_thread;         /* a thread object (PsCreateSystemThread); else the section */
+    uint32_t tid;
 } ptl__handle;
 
 typedef struct ptl__view {
@@ -44,6 +46,8 @@ void ptl__objects_free(struct ptl_machine *m);
 /* Views of a process that exits are removed with its address space. */
 void ptl__objects_process_exit(struct ptl_machine *m, struct ptl_process *p);
 int ptl__objects_check(struct ptl_machine *m, FILE *why);
+/* A handle to a thread object, as PsCreateSystemThread returns it. */
+void *ptl__thread_handle(struct ptl_machine *m, uint32_t tid, int kernel);
 /* Open \Device\PhysicalMemory as if from `mode` (0 kernel, 1 user) in process p. */
 int32_t ptl__open_physical_memory(struct ptl_machine *m, struct ptl_process *p, int mode,
                                   uint32_t access, int kernel_handle, void **handle);

@@ -205,6 +205,76 @@ static void test_driver_imports(void **state)
     ptl_shutdown(m);
 }
 
+/* ---- system threads ------------------------------------------------------------------ */
+
+typedef struct sys_thread_ctx {
+    int ran, after_terminate;
+    NTSTATUS created, after_leak;
+    HANDLE h;
+    CLIENT_ID cid;
+    uint32_t free_inside, first_free;
+    int reused;
+    ptl_machine *m;
+} sys_thread_ctx;
+
+static void worker(PVOID arg)
+{
+    sys_thread_ctx *c = arg;
+    c->ran = 1;
+    c->free_inside = ptl_free_system_ptes(c->m); /* its stack is held while it runs */
+    PsTerminateSystemThread(STATUS_SUCCESS);
+    c->after_terminate = 1; /* never reached */
+}
+
+static void create_threads(void *arg)
+{
+    sys_thread_ctx *c = arg;
+    c->created = PsCreateSystemThread(&c->h, 0, NULL, NULL, &c->cid, worker, c);
+    ZwClose(c->h);
+    /* now eat the pool and try again */
+    PHYSICAL_ADDRESS pa;
+    pa.QuadPart = ADAPTER;
+    while (MmMapIoSpace(pa, PAGE_SIZE, MmCached))
+        ;
+    /* the first thread's stack sits in the dead-stack cache: one more thread runs on it */
+    HANDLE h2;
+    c->first_free = c->free_inside;
+    if (PsCreateSystemThread(&h2, 0, NULL, NULL, NULL, worker, c) == STATUS_SUCCESS)
+        c->reused++;
+}
+
+static void create_one(void *arg)
+{
+    sys_thread_ctx *c = arg;
+    HANDLE h;
+    c->after_leak = PsCreateSystemThread(&h, 0, NULL, NULL, NULL, worker, c);
+}
+
+static void test_system_threads(void **state)
+{
+    (void)state;
+    ptl_machine *m = boot(0, 0);
+    uint32_t free0 = ptl_free_system_ptes(m);
+    sys_thread_ctx c;
+    memset(&c, 0, sizeof c);
+    c.m = m;
+    ptl_stop stop;
+    assert_int_equal(ptl_call(m, NULL, NULL, create_threads, &c, &stop), 0);
+    assert_int_equal(c.created, STATUS_SUCCESS);
+    assert_true(c.ran);
+    assert_false(c.after_terminate);
+    assert_int_equal(c.first_free, free0 - 4); /* 12 KB stack + guard */
+    assert_int_equal(c.reused, 1);
+    /* a harness thread keeps the cached stack: now there is none */
+    ptl_thread *t = ptl_thread_create(m, NULL);
+    assert_non_null(t);
+    assert_int_equal(ptl_call(m, NULL, NULL, create_one, &c, &stop), 0);
+    assert_true((uintptr_t)c.cid.UniqueThread != 0);
+    assert_int_equal(c.after_leak, STATUS_INSUFFICIENT_RESOURCES);
+    assert_int_equal(ptl_check(m), 0);
+    ptl_shutdown(m);
+}
+
 /* ---- counters, timeline, PDH-CSV ------------------------------------------------------ */
 
 /* Split one CSV line of quoted fields as a PDH-CSV reader does; returns the field count. */
@@ -290,6 +360,7 @@ int main(void)
         cmocka_unit_test(test_fragmentation),
         cmocka_unit_test(test_track_ptes_blames_the_driver),
         cmocka_unit_test(test_driver_imports),
+        cmocka_unit_test(test_system_threads),
         cmocka_unit_test(test_pdh_csv),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

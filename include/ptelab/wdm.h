@@ -331,12 +331,15 @@ typedef struct _MDL {
     ptl_try_pop(&ptl__tf); \
     }                      \
     else if (ptl_try_filter(&ptl__tf, (filter)))
-#define GetExceptionCode()    ((NTSTATUS)ptl_exception_code())
+#define GetExceptionCode() ((NTSTATUS)ptl_exception_code())
 /* Period code's own spelling: __try { ... } __except (filter) { ... }. No __finally or
  * __leave, and no return out of the __try body (docs/fidelity.md). */
 #if !defined(_MSC_VER) && !defined(PTELAB_NO_SEH_KEYWORDS)
-#define __try       PTL_TRY
-#define __except(f) PTL_EXCEPT(f)
+/* clang-format takes __except for the keyword and would put a space before its ( */
+// clang-format off
+#define __try        PTL_TRY
+#define __except(f)  PTL_EXCEPT(f)
+// clang-format on
 #endif
 #define ExRaiseStatus(Status) ptl_raise_status((int32_t)(Status))
 
@@ -397,6 +400,18 @@ PEPROCESS ptl_ps_initial_system_process(void);
 #define PsInitialSystemProcess (ptl_ps_initial_system_process())
 unsigned long __readcr3(void);
 
+/* system threads */
+typedef struct _CLIENT_ID {
+    HANDLE UniqueProcess;
+    HANDLE UniqueThread;
+} CLIENT_ID, *PCLIENT_ID;
+typedef VOID (*PKSTART_ROUTINE)(PVOID StartContext);
+NTSTATUS PsCreateSystemThread(PHANDLE ThreadHandle, ULONG DesiredAccess,
+                              POBJECT_ATTRIBUTES ObjectAttributes, HANDLE ProcessHandle,
+                              PCLIENT_ID ClientId, PKSTART_ROUTINE StartRoutine,
+                              PVOID StartContext);
+NTSTATUS PsTerminateSystemThread(NTSTATUS ExitStatus);
+
 /* pools */
 PVOID ExAllocatePool(POOL_TYPE PoolType, SIZE_T NumberOfBytes);
 PVOID ExAllocatePoolWithTag(POOL_TYPE PoolType, SIZE_T NumberOfBytes, ULONG Tag);
@@ -429,22 +444,22 @@ VOID KeBugCheck(ULONG BugCheckCode) __attribute__((noreturn));
 
 SIZE_T MmSizeOfMdl(PVOID Base, SIZE_T Length);
 /* As the WDK defines it (a statement; Size counts this build's MDL and PFN_NUMBER). */
-#define MmInitializeMdl(_MemoryDescriptorList, _BaseVa, _Length)                            \
-    do {                                                                                    \
-        (_MemoryDescriptorList)->Next = (PMDL)NULL;                                         \
-        (_MemoryDescriptorList)->Size =                                                     \
-            (CSHORT)(sizeof(MDL) +                                                          \
+#define MmInitializeMdl(_MemoryDescriptorList, _BaseVa, _Length)                                   \
+    do {                                                                                           \
+        (_MemoryDescriptorList)->Next = (PMDL)NULL;                                                \
+        (_MemoryDescriptorList)->Size =                                                            \
+            (CSHORT)(sizeof(MDL) +                                                                 \
                      (sizeof(PFN_NUMBER) * ADDRESS_AND_SIZE_TO_SPAN_PAGES((_BaseVa), (_Length)))); \
-        (_MemoryDescriptorList)->MdlFlags = 0;                                              \
-        (_MemoryDescriptorList)->StartVa = (PVOID)PAGE_ALIGN((_BaseVa));                    \
-        (_MemoryDescriptorList)->ByteOffset = BYTE_OFFSET((_BaseVa));                       \
-        (_MemoryDescriptorList)->ByteCount = (ULONG)(_Length);                              \
+        (_MemoryDescriptorList)->MdlFlags = 0;                                                     \
+        (_MemoryDescriptorList)->StartVa = (PVOID)PAGE_ALIGN((_BaseVa));                           \
+        (_MemoryDescriptorList)->ByteOffset = BYTE_OFFSET((_BaseVa));                              \
+        (_MemoryDescriptorList)->ByteCount = (ULONG)(_Length);                                     \
     } while (0)
 /* As the WDK defines it: unmap a partial MDL's mapping before the MDL is built again. */
-#define MmPrepareMdlForReuse(MDL)                                      \
-    do {                                                               \
-        if (((MDL)->MdlFlags & MDL_PARTIAL_HAS_BEEN_MAPPED) != 0)      \
-            MmUnmapLockedPages((MDL)->MappedSystemVa, (MDL));          \
+#define MmPrepareMdlForReuse(MDL)                                 \
+    do {                                                          \
+        if (((MDL)->MdlFlags & MDL_PARTIAL_HAS_BEEN_MAPPED) != 0) \
+            MmUnmapLockedPages((MDL)->MappedSystemVa, (MDL));     \
     } while (0)
 /* Obsolete: MmSizeOfMdl + allocation + MmInitializeMdl; free the MDL with IoFreeMdl. */
 PMDL MmCreateMdl(PMDL MemoryDescriptorList, PVOID Base, SIZE_T Length);
@@ -466,8 +481,8 @@ VOID MmFreeContiguousMemorySpecifyCache(PVOID BaseAddress, SIZE_T NumberOfBytes,
                                         MEMORY_CACHING_TYPE CacheType);
 PVOID MmAllocateMappingAddress(SIZE_T NumberOfBytes, ULONG PoolTag);
 VOID MmFreeMappingAddress(PVOID BaseAddress, ULONG PoolTag);
-PVOID MmMapLockedPagesWithReservedMapping(PVOID MappingAddress, ULONG PoolTag, PMDL MemoryDescriptorList,
-                                          MEMORY_CACHING_TYPE CacheType);
+PVOID MmMapLockedPagesWithReservedMapping(PVOID MappingAddress, ULONG PoolTag,
+                                          PMDL MemoryDescriptorList, MEMORY_CACHING_TYPE CacheType);
 VOID MmUnmapReservedMapping(PVOID BaseAddress, ULONG PoolTag, PMDL MemoryDescriptorList);
 
 /* ---- memory access: registers, buffers, Rtl ------------------------------------------------ */
