@@ -2,7 +2,7 @@
  * check, the HAL, IRQL, bug checks, register and Rtl access, address queries, and the
  * MmMapIoSpace/MmUnmapIoSpace front ends.
  *
- * Every DDI starts with ddi_enter(): it finds the machine ptl_call made current (a DDI
+ * Every DDI starts with ptl__ddi_enter(): it finds the machine ptl_call made current (a DDI
  * called outside driver code is a harness misuse: message and abort, since there is no
  * machine to report to), re-lands a STOP on a machine that already stopped (so code that
  * keeps running after a nested ptl_call returned a STOP cannot change a frozen machine),
@@ -18,7 +18,7 @@
 
 #define EMULATED(p) (!ptl__is_host(m, (p)))
 
-static ptl_machine *ddi_enter(const char *name)
+ptl_machine *ptl__ddi_enter(const char *name)
 {
     ptl_machine *m = ptl_current();
     if (!m) {
@@ -46,7 +46,7 @@ BOOLEAN HalTranslateBusAddress(INTERFACE_TYPE InterfaceType, ULONG BusNumber,
                                PHYSICAL_ADDRESS BusAddress, PULONG AddressSpace,
                                PPHYSICAL_ADDRESS TranslatedAddress)
 {
-    ptl_machine *m = ddi_enter("HalTranslateBusAddress");
+    ptl_machine *m = ptl__ddi_enter("HalTranslateBusAddress");
     uint64_t out;
     if (!AddressSpace || !TranslatedAddress)
         return FALSE;
@@ -67,12 +67,12 @@ BOOLEAN HalTranslateBusAddress(INTERFACE_TYPE InterfaceType, ULONG BusNumber,
 
 KIRQL KeGetCurrentIrql(void)
 {
-    return (KIRQL)ddi_enter("KeGetCurrentIrql")->kernel.irql;
+    return (KIRQL)ptl__ddi_enter("KeGetCurrentIrql")->kernel.irql;
 }
 
 VOID KeRaiseIrql(KIRQL NewIrql, PKIRQL OldIrql)
 {
-    ptl_machine *m = ddi_enter("KeRaiseIrql");
+    ptl_machine *m = ptl__ddi_enter("KeRaiseIrql");
     if (NewIrql < m->kernel.irql || NewIrql > HIGH_LEVEL)
         ptl__bugcheck_why(m, 0x09, m->kernel.irql, NewIrql, 0, 0,
                           "KeRaiseIrql from %d to the lower IRQL %d", m->kernel.irql, NewIrql);
@@ -90,7 +90,7 @@ KIRQL KeRaiseIrqlToDpcLevel(void)
 
 VOID KeLowerIrql(KIRQL NewIrql)
 {
-    ptl_machine *m = ddi_enter("KeLowerIrql");
+    ptl_machine *m = ptl__ddi_enter("KeLowerIrql");
     if (NewIrql > m->kernel.irql)
         ptl__bugcheck_why(m, 0x0A, 0, m->kernel.irql, NewIrql, ptl__kernel_ip(m),
                           "KeLowerIrql from %d to the higher IRQL %d", m->kernel.irql, NewIrql);
@@ -99,7 +99,7 @@ VOID KeLowerIrql(KIRQL NewIrql)
 
 VOID KeBugCheckEx(ULONG BugCheckCode, ULONG_PTR P1, ULONG_PTR P2, ULONG_PTR P3, ULONG_PTR P4)
 {
-    ptl_machine *m = ddi_enter("KeBugCheckEx");
+    ptl_machine *m = ptl__ddi_enter("KeBugCheckEx");
     ptl__bugcheck_why(m, BugCheckCode, P1, P2, P3, P4, "KeBugCheckEx called by driver code");
 }
 
@@ -110,14 +110,14 @@ VOID KeBugCheck(ULONG BugCheckCode)
 
 PEPROCESS PsGetCurrentProcess(void)
 {
-    return &ddi_enter("PsGetCurrentProcess")->procs.current->nt;
+    return &ptl__ddi_enter("PsGetCurrentProcess")->procs.current->nt;
 }
 
 /* ---- memory access ------------------------------------------------------------------ */
 
 void ptl_kread(const volatile void *addr, void *out, size_t n)
 {
-    ptl_machine *m = ddi_enter("READ_REGISTER/ptl_kread");
+    ptl_machine *m = ptl__ddi_enter("READ_REGISTER/ptl_kread");
     if (EMULATED(addr))
         ptl__kaccess(m, (uint32_t)(uintptr_t)addr, out, n, 0);
     else
@@ -126,7 +126,7 @@ void ptl_kread(const volatile void *addr, void *out, size_t n)
 
 void ptl_kwrite(volatile void *addr, const void *in, size_t n)
 {
-    ptl_machine *m = ddi_enter("WRITE_REGISTER/ptl_kwrite");
+    ptl_machine *m = ptl__ddi_enter("WRITE_REGISTER/ptl_kwrite");
     if (EMULATED(addr))
         ptl__kaccess(m, (uint32_t)(uintptr_t)addr, (void *)(uintptr_t)in, n, 1);
     else
@@ -135,7 +135,7 @@ void ptl_kwrite(volatile void *addr, const void *in, size_t n)
 
 void ptl_rtl_copy(void *dst, const void *src, size_t n)
 {
-    ptl_machine *m = ddi_enter("RtlCopyMemory");
+    ptl_machine *m = ptl__ddi_enter("RtlCopyMemory");
     int de = EMULATED(dst), se = EMULATED(src);
     if (!de && !se) {
         memmove(dst, src, n);
@@ -165,7 +165,7 @@ void ptl_rtl_copy(void *dst, const void *src, size_t n)
 
 void ptl_rtl_fill(void *dst, size_t n, int value)
 {
-    ptl_machine *m = ddi_enter("RtlFillMemory");
+    ptl_machine *m = ptl__ddi_enter("RtlFillMemory");
     if (EMULATED(dst))
         ptl__kfill(m, (uint32_t)(uintptr_t)dst, value, n);
     else
@@ -174,7 +174,7 @@ void ptl_rtl_fill(void *dst, size_t n, int value)
 
 size_t ptl_rtl_compare(const void *a, const void *b, size_t n)
 {
-    ptl_machine *m = ddi_enter("RtlCompareMemory");
+    ptl_machine *m = ptl__ddi_enter("RtlCompareMemory");
     uint8_t ba[256], bb[256];
     size_t same = 0;
     while (same < n) {
@@ -200,7 +200,7 @@ size_t ptl_rtl_compare(const void *a, const void *b, size_t n)
 
 PHYSICAL_ADDRESS MmGetPhysicalAddress(PVOID BaseAddress)
 {
-    ptl_machine *m = ddi_enter("MmGetPhysicalAddress");
+    ptl_machine *m = ptl__ddi_enter("MmGetPhysicalAddress");
     PHYSICAL_ADDRESS r;
     uint64_t pa;
     r.QuadPart = 0;
@@ -212,7 +212,7 @@ PHYSICAL_ADDRESS MmGetPhysicalAddress(PVOID BaseAddress)
 
 BOOLEAN MmIsAddressValid(PVOID VirtualAddress)
 {
-    ptl_machine *m = ddi_enter("MmIsAddressValid");
+    ptl_machine *m = ptl__ddi_enter("MmIsAddressValid");
     uint64_t pa;
     if (!EMULATED(VirtualAddress))
         return FALSE;
@@ -224,7 +224,7 @@ BOOLEAN MmIsAddressValid(PVOID VirtualAddress)
 PVOID MmMapIoSpace(PHYSICAL_ADDRESS PhysicalAddress, SIZE_T NumberOfBytes,
                    MEMORY_CACHING_TYPE CacheType)
 {
-    ptl_machine *m = ddi_enter("MmMapIoSpace");
+    ptl_machine *m = ptl__ddi_enter("MmMapIoSpace");
     verifier_irql(m, DISPATCH_LEVEL, 0x73, (uint32_t)PhysicalAddress.QuadPart, NumberOfBytes,
                   "MmMapIoSpace");
     if ((unsigned)CacheType >= MmMaximumCacheType || PhysicalAddress.QuadPart < 0 ||
@@ -252,7 +252,7 @@ PVOID MmMapIoSpace(PHYSICAL_ADDRESS PhysicalAddress, SIZE_T NumberOfBytes,
 
 VOID MmUnmapIoSpace(PVOID BaseAddress, SIZE_T NumberOfBytes)
 {
-    ptl_machine *m = ddi_enter("MmUnmapIoSpace");
+    ptl_machine *m = ptl__ddi_enter("MmUnmapIoSpace");
     verifier_irql(m, APC_LEVEL, 0x7B, (uint32_t)(uintptr_t)BaseAddress, NumberOfBytes,
                   "MmUnmapIoSpace");
     if (!EMULATED(BaseAddress) || NumberOfBytes > 0xFFFFFFFFu) {
@@ -268,7 +268,7 @@ VOID MmUnmapIoSpace(PVOID BaseAddress, SIZE_T NumberOfBytes)
 
 PVOID MmAllocateNonCachedMemory(SIZE_T NumberOfBytes)
 {
-    ptl_machine *m = ddi_enter("MmAllocateNonCachedMemory");
+    ptl_machine *m = ptl__ddi_enter("MmAllocateNonCachedMemory");
     if (NumberOfBytes == 0 || NumberOfBytes > 0x7FFFFFFFu)
         return NULL;
     uint32_t va = ptl__noncached_alloc(m, (uint32_t)NumberOfBytes);
@@ -277,7 +277,7 @@ PVOID MmAllocateNonCachedMemory(SIZE_T NumberOfBytes)
 
 VOID MmFreeNonCachedMemory(PVOID BaseAddress, SIZE_T NumberOfBytes)
 {
-    ptl_machine *m = ddi_enter("MmFreeNonCachedMemory");
+    ptl_machine *m = ptl__ddi_enter("MmFreeNonCachedMemory");
     if (!EMULATED(BaseAddress) || NumberOfBytes > 0x7FFFFFFFu) {
         ptl__perf_event(m, PTL_EV_MISUSE, "MmFreeNonCachedMemory(%p): not a system address",
                         BaseAddress);
@@ -315,27 +315,27 @@ static void probe(ptl_machine *m, const volatile void *addr, SIZE_T len, ULONG a
 
 VOID ProbeForRead(const volatile VOID *Address, SIZE_T Length, ULONG Alignment)
 {
-    ptl_machine *m = ddi_enter("ProbeForRead");
+    ptl_machine *m = ptl__ddi_enter("ProbeForRead");
     probe(m, Address, Length, Alignment, 0);
 }
 
 VOID ProbeForWrite(volatile VOID *Address, SIZE_T Length, ULONG Alignment)
 {
-    ptl_machine *m = ddi_enter("ProbeForWrite");
+    ptl_machine *m = ptl__ddi_enter("ProbeForWrite");
     probe(m, Address, Length, Alignment, 1);
 }
 
 HANDLE PsGetCurrentProcessId(void)
 {
-    return ddi_enter("PsGetCurrentProcessId")->procs.current->nt.UniqueProcessId;
+    return ptl__ddi_enter("PsGetCurrentProcessId")->procs.current->nt.UniqueProcessId;
 }
 
 PEPROCESS ptl_ps_initial_system_process(void)
 {
-    return &ddi_enter("PsInitialSystemProcess")->procs.system->nt;
+    return &ptl__ddi_enter("PsInitialSystemProcess")->procs.system->nt;
 }
 
 unsigned long __readcr3(void)
 {
-    return (unsigned long)ddi_enter("__readcr3")->mmu.cr3 << PTL_PAGE_SHIFT;
+    return (unsigned long)ptl__ddi_enter("__readcr3")->mmu.cr3 << PTL_PAGE_SHIFT;
 }

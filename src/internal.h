@@ -106,6 +106,11 @@ struct ptl_machine {
 bool ptl__is_host(const ptl_machine *m, const volatile void *p);
 bool ptl__overlaps_island(const ptl_machine *m, uint32_t start, uint32_t end);
 
+/* Every DDI starts here: the machine ptl_call made current (a DDI outside driver code is
+ * a harness misuse: message and abort), a STOP re-landed on a machine that already
+ * stopped, and one tick of the simulated clock (ddi.c). */
+ptl_machine *ptl__ddi_enter(const char *name);
+
 /* A machine handle is usable: not NULL and alive. Sets ptl_error otherwise. */
 bool ptl__machine_ok(const ptl_machine *m);
 

@@ -16,6 +16,7 @@
 
 #include <errno.h>
 #include <string.h>
+#include <strings.h>
 
 static _Thread_local ptl_machine *tls_current;
 static _Thread_local char tls_error[512];
@@ -72,6 +73,44 @@ char *ptl__xstrdup(const char *s)
 ptl_machine *ptl_current(void)
 {
     return tls_current;
+}
+
+static const char *const profile_names[] = {"nt4sp3", "nt4sp4", "win2000", "winxp"};
+
+int ptl_profile_from_name(const char *name)
+{
+    for (int k = 0; name && k < 4; k++)
+        if (strcasecmp(name, profile_names[k]) == 0)
+            return k;
+    return -1;
+}
+
+const char *ptl_profile_name(ptl_profile profile)
+{
+    return (int)profile >= 0 && (int)profile < 4 ? profile_names[profile] : "?";
+}
+
+uint64_t ptl_parse_size(const char *s)
+{
+    if (!s)
+        return 0;
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || !(v > 0))
+        return 0;
+    double mult = 1;
+    if (*end == 'K' || *end == 'k')
+        mult = 1024.0, end++;
+    else if (*end == 'M' || *end == 'm')
+        mult = 1024.0 * 1024, end++;
+    else if (*end == 'G' || *end == 'g')
+        mult = 1024.0 * 1024 * 1024, end++;
+    if (*end == 'B' || *end == 'b')
+        end++;
+    if (*end || v * mult > 1e15)
+        return 0;
+    return (uint64_t)(v * mult);
 }
 
 void ptl__set_current(ptl_machine *m)

@@ -56,19 +56,6 @@ void ptl__mdls_free(ptl_machine *m)
     ptl__ptrmap_free(&m->mdls.map);
 }
 
-static ptl_machine *enter(const char *name)
-{
-    ptl_machine *m = ptl_current();
-    if (!m) {
-        fprintf(stderr, "ptelab: %s called outside driver code run by ptl_call\n", name);
-        abort();
-    }
-    if (m->stop.stopped)
-        ptl__bugcheck(m, m->stop.info.code, 0, 0, 0, 0);
-    ptl__perf_tick(m);
-    return m;
-}
-
 static const char *driver_name(ptl_machine *m)
 {
     ptl_driver *d = ptl__driver_by_id(m, m->kernel.current_driver);
@@ -111,7 +98,7 @@ static void verifier_irql(ptl_machine *m, int max_irql, uint32_t subcode, uint64
 PMDL IoAllocateMdl(PVOID VirtualAddress, ULONG Length, BOOLEAN SecondaryBuffer, BOOLEAN ChargeQuota,
                    PVOID Irp)
 {
-    ptl_machine *m = enter("IoAllocateMdl");
+    ptl_machine *m = ptl__ddi_enter("IoAllocateMdl");
     (void)SecondaryBuffer;
     (void)ChargeQuota;
     (void)Irp; /* ptelab has no IRPs: the MDL is never chained to one */
@@ -148,7 +135,7 @@ PMDL IoAllocateMdl(PVOID VirtualAddress, ULONG Length, BOOLEAN SecondaryBuffer, 
 
 VOID MmBuildMdlForNonPagedPool(PMDL Mdl)
 {
-    ptl_machine *m = enter("MmBuildMdlForNonPagedPool");
+    ptl_machine *m = ptl__ddi_enter("MmBuildMdlForNonPagedPool");
     if (!Mdl)
         ptl__kaccess(m, 0, NULL, 1, 0); /* a NULL dereference, as NT would take it */
     if (Mdl->MdlFlags &
@@ -177,7 +164,7 @@ static void unmap_system(ptl_machine *m, PMDL mdl, ptl__mdlrec *r);
 
 VOID IoFreeMdl(PMDL Mdl)
 {
-    ptl_machine *m = enter("IoFreeMdl");
+    ptl_machine *m = ptl__ddi_enter("IoFreeMdl");
     ptl__mdlrec *r = ptl__ptrmap_get(&m->mdls.map, Mdl);
     if (!r || !r->allocated) {
         ptl__perf_event(m, PTL_EV_MISUSE,
@@ -216,7 +203,7 @@ VOID IoFreeMdl(PMDL Mdl)
 
 VOID MmProbeAndLockPages(PMDL Mdl, KPROCESSOR_MODE AccessMode, LOCK_OPERATION Operation)
 {
-    ptl_machine *m = enter("MmProbeAndLockPages");
+    ptl_machine *m = ptl__ddi_enter("MmProbeAndLockPages");
     verifier_irql(m, DISPATCH_LEVEL, 0x70, HOSTPTR(Mdl), (uint32_t)AccessMode,
                   "MmProbeAndLockPages");
     if (Mdl->MdlFlags & (MDL_PAGES_LOCKED | MDL_SOURCE_IS_NONPAGED_POOL | MDL_PARTIAL)) {
@@ -278,7 +265,7 @@ VOID MmProbeAndLockPages(PMDL Mdl, KPROCESSOR_MODE AccessMode, LOCK_OPERATION Op
 
 VOID MmUnlockPages(PMDL Mdl)
 {
-    ptl_machine *m = enter("MmUnlockPages");
+    ptl_machine *m = ptl__ddi_enter("MmUnlockPages");
     verifier_irql(m, DISPATCH_LEVEL, 0x78, HOSTPTR(Mdl), 0, "MmUnlockPages");
     if (!(Mdl->MdlFlags & MDL_PAGES_LOCKED)) {
         uint32_t sub = (Mdl->MdlFlags & MDL_SOURCE_IS_NONPAGED_POOL) ? 0x7D : 0x7C;
@@ -557,7 +544,7 @@ static PVOID map_common(ptl_machine *m, PMDL mdl, KPROCESSOR_MODE mode, int cach
 
 PVOID MmMapLockedPages(PMDL MemoryDescriptorList, KPROCESSOR_MODE AccessMode)
 {
-    ptl_machine *m = enter("MmMapLockedPages");
+    ptl_machine *m = ptl__ddi_enter("MmMapLockedPages");
     return map_common(m, MemoryDescriptorList, AccessMode, MmCached, NULL, 1, 1);
 }
 
@@ -565,7 +552,7 @@ PVOID MmMapLockedPagesSpecifyCache(PMDL MemoryDescriptorList, KPROCESSOR_MODE Ac
                                    MEMORY_CACHING_TYPE CacheType, PVOID RequestedAddress,
                                    ULONG BugCheckOnFailure, ULONG Priority)
 {
-    ptl_machine *m = enter("MmMapLockedPagesSpecifyCache");
+    ptl_machine *m = ptl__ddi_enter("MmMapLockedPagesSpecifyCache");
     (void)Priority;
     if ((unsigned)CacheType >= MmMaximumCacheType)
         return NULL;
@@ -575,7 +562,7 @@ PVOID MmMapLockedPagesSpecifyCache(PMDL MemoryDescriptorList, KPROCESSOR_MODE Ac
 
 VOID MmUnmapLockedPages(PVOID BaseAddress, PMDL Mdl)
 {
-    ptl_machine *m = enter("MmUnmapLockedPages");
+    ptl_machine *m = ptl__ddi_enter("MmUnmapLockedPages");
     uint32_t va = (uint32_t)((uintptr_t)BaseAddress & 0xFFFFFFFFu);
     ptl__mdlrec *r = rec_of(m, Mdl);
     int strict = m->cfg.verifier || m->cfg.profile >= PTL_WINXP;

@@ -46,19 +46,6 @@
 #define HOSTPTR(p)    ((uint64_t)(uintptr_t)(p)&0xFFFFFFFFu)
 #define MDL_PAGES_USE PTL_USE_NONPAGED_POOL
 
-static ptl_machine *enter(const char *name)
-{
-    ptl_machine *m = ptl_current();
-    if (!m) {
-        fprintf(stderr, "ptelab: %s called outside driver code run by ptl_call\n", name);
-        abort();
-    }
-    if (m->stop.stopped)
-        ptl__bugcheck(m, m->stop.info.code, 0, 0, 0, 0);
-    ptl__perf_tick(m);
-    return m;
-}
-
 static const char *driver_name(ptl_machine *m)
 {
     ptl_driver *d = ptl__driver_by_id(m, m->kernel.current_driver);
@@ -191,13 +178,13 @@ static ptl__mdlrec *record_allocated(ptl_machine *m, PMDL mdl, uint32_t pages)
 
 SIZE_T MmSizeOfMdl(PVOID Base, SIZE_T Length)
 {
-    (void)enter("MmSizeOfMdl");
+    (void)ptl__ddi_enter("MmSizeOfMdl");
     return sizeof(MDL) + (SIZE_T)PTL_PAGES_SPANNED((uintptr_t)Base, Length) * sizeof(PFN_NUMBER);
 }
 
 PMDL MmCreateMdl(PMDL MemoryDescriptorList, PVOID Base, SIZE_T Length)
 {
-    ptl_machine *m = enter("MmCreateMdl");
+    ptl_machine *m = ptl__ddi_enter("MmCreateMdl");
     if (MemoryDescriptorList) {
         MmInitializeMdl(MemoryDescriptorList, Base, Length);
         return MemoryDescriptorList;
@@ -240,7 +227,7 @@ static uint32_t mdl_capacity(ptl_machine *m, PMDL mdl)
 
 VOID IoBuildPartialMdl(PMDL SourceMdl, PMDL TargetMdl, PVOID VirtualAddress, ULONG Length)
 {
-    ptl_machine *m = enter("IoBuildPartialMdl");
+    ptl_machine *m = ptl__ddi_enter("IoBuildPartialMdl");
     if (!SourceMdl || !TargetMdl)
         ptl__kaccess(m, 0, NULL, 1, 0); /* a NULL dereference, as NT would take it */
     uint64_t src_start = (uint64_t)(uintptr_t)MmGetMdlVirtualAddress(SourceMdl);
@@ -370,7 +357,7 @@ static PMDL pages_for_mdl(ptl_machine *m, const char *name, PHYSICAL_ADDRESS low
 PMDL MmAllocatePagesForMdl(PHYSICAL_ADDRESS LowAddress, PHYSICAL_ADDRESS HighAddress,
                            PHYSICAL_ADDRESS SkipBytes, SIZE_T TotalBytes)
 {
-    ptl_machine *m = enter("MmAllocatePagesForMdl");
+    ptl_machine *m = ptl__ddi_enter("MmAllocatePagesForMdl");
     if (!exported(m, "MmAllocatePagesForMdl", PTL_WIN2000))
         return NULL;
     return pages_for_mdl(m, "MmAllocatePagesForMdl", LowAddress, HighAddress, SkipBytes, TotalBytes,
@@ -381,7 +368,7 @@ PMDL MmAllocatePagesForMdlEx(PHYSICAL_ADDRESS LowAddress, PHYSICAL_ADDRESS HighA
                              PHYSICAL_ADDRESS SkipBytes, SIZE_T TotalBytes,
                              MEMORY_CACHING_TYPE CacheType, ULONG Flags)
 {
-    ptl_machine *m = enter("MmAllocatePagesForMdlEx");
+    ptl_machine *m = ptl__ddi_enter("MmAllocatePagesForMdlEx");
     if (!exported(m, "MmAllocatePagesForMdlEx", PTL_WINXP))
         return NULL;
     if ((unsigned)CacheType >= MmMaximumCacheType ||
@@ -398,7 +385,7 @@ PMDL MmAllocatePagesForMdlEx(PHYSICAL_ADDRESS LowAddress, PHYSICAL_ADDRESS HighA
 
 VOID MmFreePagesFromMdl(PMDL Mdl)
 {
-    ptl_machine *m = enter("MmFreePagesFromMdl");
+    ptl_machine *m = ptl__ddi_enter("MmFreePagesFromMdl");
     if (!exported(m, "MmFreePagesFromMdl", PTL_WIN2000))
         return;
     ptl__phys *ph = &m->phys;
@@ -483,7 +470,7 @@ static PVOID contiguous_alloc(ptl_machine *m, const char *name, SIZE_T bytes, ui
 
 PVOID MmAllocateContiguousMemory(SIZE_T NumberOfBytes, PHYSICAL_ADDRESS HighestAcceptableAddress)
 {
-    ptl_machine *m = enter("MmAllocateContiguousMemory");
+    ptl_machine *m = ptl__ddi_enter("MmAllocateContiguousMemory");
     if (HighestAcceptableAddress.QuadPart < 0)
         HighestAcceptableAddress.QuadPart = INT64_MAX;
     return contiguous_alloc(m, "MmAllocateContiguousMemory", NumberOfBytes, 0,
@@ -496,7 +483,7 @@ PVOID MmAllocateContiguousMemorySpecifyCache(SIZE_T NumberOfBytes,
                                              PHYSICAL_ADDRESS BoundaryAddressMultiple,
                                              MEMORY_CACHING_TYPE CacheType)
 {
-    ptl_machine *m = enter("MmAllocateContiguousMemorySpecifyCache");
+    ptl_machine *m = ptl__ddi_enter("MmAllocateContiguousMemorySpecifyCache");
     if (!exported(m, "MmAllocateContiguousMemorySpecifyCache", PTL_WIN2000))
         return NULL;
     if (HighestAcceptableAddress.QuadPart < 0)
@@ -561,14 +548,14 @@ static void contiguous_free(ptl_machine *m, const char *name, PVOID base)
 
 VOID MmFreeContiguousMemory(PVOID BaseAddress)
 {
-    ptl_machine *m = enter("MmFreeContiguousMemory");
+    ptl_machine *m = ptl__ddi_enter("MmFreeContiguousMemory");
     contiguous_free(m, "MmFreeContiguousMemory", BaseAddress);
 }
 
 VOID MmFreeContiguousMemorySpecifyCache(PVOID BaseAddress, SIZE_T NumberOfBytes,
                                         MEMORY_CACHING_TYPE CacheType)
 {
-    ptl_machine *m = enter("MmFreeContiguousMemorySpecifyCache");
+    ptl_machine *m = ptl__ddi_enter("MmFreeContiguousMemorySpecifyCache");
     (void)CacheType;
     if (!exported(m, "MmFreeContiguousMemorySpecifyCache", PTL_WIN2000))
         return;

@@ -51,19 +51,6 @@ void ptl__objects_free(ptl_machine *m)
     memset(&m->objects, 0, sizeof m->objects);
 }
 
-static ptl_machine *enter(const char *name)
-{
-    ptl_machine *m = ptl_current();
-    if (!m) {
-        fprintf(stderr, "ptelab: %s called outside driver code run by ptl_call\n", name);
-        abort();
-    }
-    if (m->stop.stopped)
-        ptl__bugcheck(m, m->stop.info.code, 0, 0, 0, 0);
-    ptl__perf_tick(m);
-    return m;
-}
-
 /* ---- handles ------------------------------------------------------------------------ */
 
 static void *handle_value(uint32_t index, int kernel)
@@ -159,7 +146,7 @@ VOID RtlInitUnicodeString(PUNICODE_STRING DestinationString, PCWSTR SourceString
 NTSTATUS ZwOpenSection(PHANDLE SectionHandle, ACCESS_MASK DesiredAccess,
                        POBJECT_ATTRIBUTES ObjectAttributes)
 {
-    ptl_machine *m = enter("ZwOpenSection");
+    ptl_machine *m = ptl__ddi_enter("ZwOpenSection");
     if (!SectionHandle || !ObjectAttributes || !ObjectAttributes->ObjectName)
         return STATUS_INVALID_PARAMETER;
     if (ObjectAttributes->Attributes & ~(ULONG)OBJ_VALID_ATTRIBUTES)
@@ -178,7 +165,7 @@ NTSTATUS ZwOpenSection(PHANDLE SectionHandle, ACCESS_MASK DesiredAccess,
 
 NTSTATUS ZwClose(HANDLE Handle)
 {
-    ptl_machine *m = enter("ZwClose");
+    ptl_machine *m = ptl__ddi_enter("ZwClose");
     ptl__handle *e = handle_get(m, Handle);
     if (!e) {
         ptl__perf_event(m, PTL_EV_MISUSE, "ZwClose(%p): not a handle in the context of %s", Handle,
@@ -197,7 +184,7 @@ NTSTATUS ObReferenceObjectByHandle(HANDLE Handle, ACCESS_MASK DesiredAccess,
                                    POBJECT_TYPE ObjectType, KPROCESSOR_MODE AccessMode,
                                    PVOID *Object, POBJECT_HANDLE_INFORMATION HandleInformation)
 {
-    ptl_machine *m = enter("ObReferenceObjectByHandle");
+    ptl_machine *m = ptl__ddi_enter("ObReferenceObjectByHandle");
     (void)ObjectType;
     ptl__handle *e = handle_get(m, Handle);
     if (!e || !Object)
@@ -217,7 +204,7 @@ NTSTATUS ObReferenceObjectByHandle(HANDLE Handle, ACCESS_MASK DesiredAccess,
 
 VOID ObDereferenceObject(PVOID Object)
 {
-    ptl_machine *m = enter("ObDereferenceObject");
+    ptl_machine *m = ptl__ddi_enter("ObDereferenceObject");
     if (Object != &m->objects.physmem) {
         ptl__perf_event(m, PTL_EV_MISUSE,
                         "ObDereferenceObject(%p): not an object ptelab "
@@ -272,7 +259,7 @@ NTSTATUS ZwMapViewOfSection(HANDLE SectionHandle, HANDLE ProcessHandle, PVOID *B
                             PSIZE_T ViewSize, SECTION_INHERIT InheritDisposition,
                             ULONG AllocationType, ULONG Win32Protect)
 {
-    ptl_machine *m = enter("ZwMapViewOfSection");
+    ptl_machine *m = ptl__ddi_enter("ZwMapViewOfSection");
     (void)CommitSize;
     (void)AllocationType;
     if (m->kernel.irql != PASSIVE_LEVEL)
@@ -377,7 +364,7 @@ NTSTATUS ZwMapViewOfSection(HANDLE SectionHandle, HANDLE ProcessHandle, PVOID *B
 
 NTSTATUS ZwUnmapViewOfSection(HANDLE ProcessHandle, PVOID BaseAddress)
 {
-    ptl_machine *m = enter("ZwUnmapViewOfSection");
+    ptl_machine *m = ptl__ddi_enter("ZwUnmapViewOfSection");
     if (ProcessHandle != NtCurrentProcess())
         return STATUS_INVALID_HANDLE;
     uint32_t va = (uint32_t)(uintptr_t)BaseAddress;

@@ -130,19 +130,14 @@ uint32_t ptl_plan_cost(int api, double bytes)
     return api == PTL_PLAN_NONCACHED ? n + 1 : n;
 }
 
-static const char *const profile_names[] = {"nt4sp3", "nt4sp4", "win2000", "winxp"};
-
 int ptl_plan_parse_profile(const char *s)
 {
-    for (int k = 0; k < 4; k++)
-        if (strcasecmp(s, profile_names[k]) == 0)
-            return k;
-    return -1;
+    return ptl_profile_from_name(s);
 }
 
 const char *ptl_plan_profile_name(int profile)
 {
-    return profile >= 0 && profile < 4 ? profile_names[profile] : "?";
+    return ptl_profile_name((ptl_profile)profile);
 }
 
 int ptl_plan_parse_size(const char *s, double *bytes)

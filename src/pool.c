@@ -41,19 +41,6 @@
 
 enum { REGION_NP = 0, REGION_PAGED = 1, REGION_MUST = 2, REGIONS = 3 };
 
-static ptl_machine *enter(const char *name)
-{
-    ptl_machine *m = ptl_current();
-    if (!m) {
-        fprintf(stderr, "ptelab: %s called outside driver code run by ptl_call\n", name);
-        abort();
-    }
-    if (m->stop.stopped)
-        ptl__bugcheck(m, m->stop.info.code, 0, 0, 0, 0);
-    ptl__perf_tick(m);
-    return m;
-}
-
 static int map_page(ptl_machine *m, uint32_t va, uint32_t use)
 {
     if (ptl__pte_ensure_table(m, 0, va) != 0)
@@ -326,22 +313,22 @@ static void pool_free(ptl_machine *m, PVOID p, uint32_t tag, int check_tag)
 
 PVOID ExAllocatePool(POOL_TYPE PoolType, SIZE_T NumberOfBytes)
 {
-    return pool_alloc(enter("ExAllocatePool"), PoolType, NumberOfBytes, TAG_NONE);
+    return pool_alloc(ptl__ddi_enter("ExAllocatePool"), PoolType, NumberOfBytes, TAG_NONE);
 }
 
 PVOID ExAllocatePoolWithTag(POOL_TYPE PoolType, SIZE_T NumberOfBytes, ULONG Tag)
 {
-    return pool_alloc(enter("ExAllocatePoolWithTag"), PoolType, NumberOfBytes, Tag);
+    return pool_alloc(ptl__ddi_enter("ExAllocatePoolWithTag"), PoolType, NumberOfBytes, Tag);
 }
 
 VOID ExFreePool(PVOID P)
 {
-    pool_free(enter("ExFreePool"), P, 0, 0);
+    pool_free(ptl__ddi_enter("ExFreePool"), P, 0, 0);
 }
 
 VOID ExFreePoolWithTag(PVOID P, ULONG Tag)
 {
-    pool_free(enter("ExFreePoolWithTag"), P, Tag, 1);
+    pool_free(ptl__ddi_enter("ExFreePoolWithTag"), P, Tag, 1);
 }
 
 typedef struct check_ctx {

@@ -36,19 +36,6 @@
 
 #define PG PTL_PAGE_SIZE
 
-static ptl_machine *enter(const char *name)
-{
-    ptl_machine *m = ptl_current();
-    if (!m) {
-        fprintf(stderr, "ptelab: %s called outside driver code run by ptl_call\n", name);
-        abort();
-    }
-    if (m->stop.stopped)
-        ptl__bugcheck(m, m->stop.info.code, 0, 0, 0, 0);
-    ptl__perf_tick(m);
-    return m;
-}
-
 static const char *driver_name(ptl_machine *m)
 {
     ptl_driver *d = ptl__driver_by_id(m, m->kernel.current_driver);
@@ -103,7 +90,7 @@ static uint32_t tag_pte(ULONG tag)
 
 PVOID MmAllocateMappingAddress(SIZE_T NumberOfBytes, ULONG PoolTag)
 {
-    ptl_machine *m = enter("MmAllocateMappingAddress");
+    ptl_machine *m = ptl__ddi_enter("MmAllocateMappingAddress");
     if (!exported(m, "MmAllocateMappingAddress"))
         return NULL;
     if (NumberOfBytes == 0)
@@ -136,7 +123,7 @@ PVOID MmAllocateMappingAddress(SIZE_T NumberOfBytes, ULONG PoolTag)
 
 VOID MmFreeMappingAddress(PVOID BaseAddress, ULONG PoolTag)
 {
-    ptl_machine *m = enter("MmFreeMappingAddress");
+    ptl_machine *m = ptl__ddi_enter("MmFreeMappingAddress");
     if (!exported(m, "MmFreeMappingAddress"))
         return;
     uint32_t addr = addr32(BaseAddress), base = addr & ~PTL_PAGE_MASK;
@@ -166,7 +153,7 @@ VOID MmFreeMappingAddress(PVOID BaseAddress, ULONG PoolTag)
 PVOID MmMapLockedPagesWithReservedMapping(PVOID MappingAddress, ULONG PoolTag, PMDL Mdl,
                                           MEMORY_CACHING_TYPE CacheType)
 {
-    ptl_machine *m = enter("MmMapLockedPagesWithReservedMapping");
+    ptl_machine *m = ptl__ddi_enter("MmMapLockedPagesWithReservedMapping");
     if (!exported(m, "MmMapLockedPagesWithReservedMapping"))
         return NULL;
     uint32_t addr = addr32(MappingAddress), base = addr & ~PTL_PAGE_MASK;
@@ -237,7 +224,7 @@ PVOID MmMapLockedPagesWithReservedMapping(PVOID MappingAddress, ULONG PoolTag, P
 
 VOID MmUnmapReservedMapping(PVOID BaseAddress, ULONG PoolTag, PMDL Mdl)
 {
-    ptl_machine *m = enter("MmUnmapReservedMapping");
+    ptl_machine *m = ptl__ddi_enter("MmUnmapReservedMapping");
     if (!exported(m, "MmUnmapReservedMapping"))
         return;
     uint32_t addr = addr32(BaseAddress), base = addr & ~PTL_PAGE_MASK;

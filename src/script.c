@@ -363,36 +363,6 @@ static runner *in_call(lua_State *L, const char *ddi)
 
 /* ---- ptl.boot ------------------------------------------------------------------------------ */
 
-static uint64_t parse_size(const char *s)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || v <= 0)
-        return 0;
-    double mult = 1;
-    if (*end == 'K' || *end == 'k')
-        mult = 1024.0, end++;
-    else if (*end == 'M' || *end == 'm')
-        mult = 1024.0 * 1024, end++;
-    else if (*end == 'G' || *end == 'g')
-        mult = 1024.0 * 1024 * 1024, end++;
-    if (*end == 'B' || *end == 'b')
-        end++;
-    if (*end || v * mult > 1e15)
-        return 0;
-    return (uint64_t)(v * mult);
-}
-
-static int profile_from_name(const char *s)
-{
-    static const char *const names[] = {"nt4sp3", "nt4sp4", "win2000", "winxp"};
-    for (int k = 0; k < 4; k++)
-        if (strcmp(s, names[k]) == 0)
-            return k;
-    return -1;
-}
-
 /* Field k of the boot table at index 1, or 0 when absent (value left on the stack). */
 static int field(lua_State *L, const char *k)
 {
@@ -439,7 +409,7 @@ static int l_boot(lua_State *L)
     }
     if (field(L, "ram")) {
         if (lua_type(L, -1) == LUA_TSTRING) {
-            cfg.ram_bytes = parse_size(lua_tostring(L, -1));
+            cfg.ram_bytes = ptl_parse_size(lua_tostring(L, -1));
             if (!cfg.ram_bytes)
                 return luaL_error(L, "ptl.boot: ram '%s' is not a size like 64M or 1G",
                                   lua_tostring(L, -1));
@@ -449,7 +419,7 @@ static int l_boot(lua_State *L)
         lua_pop(L, 1);
     }
     if (field(L, "profile")) {
-        int p = profile_from_name(luaL_checkstring(L, -1));
+        int p = ptl_profile_from_name(luaL_checkstring(L, -1));
         if (p < 0)
             return luaL_error(L, "ptl.boot: profile '%s' is not nt4sp3, nt4sp4, win2000 or winxp",
                               lua_tostring(L, -1));

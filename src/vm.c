@@ -23,23 +23,10 @@
 #define GRANULARITY     0x10000u
 #define APC_STATE_MAGIC 0x41504353u
 
-static ptl_machine *enter(const char *name)
-{
-    ptl_machine *m = ptl_current();
-    if (!m) {
-        fprintf(stderr, "ptelab: %s called outside driver code run by ptl_call\n", name);
-        abort();
-    }
-    if (m->stop.stopped)
-        ptl__bugcheck(m, m->stop.info.code, 0, 0, 0, 0);
-    ptl__perf_tick(m);
-    return m;
-}
-
 NTSTATUS ZwAllocateVirtualMemory(HANDLE ProcessHandle, PVOID *BaseAddress, ULONG_PTR ZeroBits,
                                  PSIZE_T RegionSize, ULONG AllocationType, ULONG Protect)
 {
-    ptl_machine *m = enter("ZwAllocateVirtualMemory");
+    ptl_machine *m = ptl__ddi_enter("ZwAllocateVirtualMemory");
     if (ProcessHandle != NtCurrentProcess())
         return STATUS_INVALID_HANDLE;
     if (!BaseAddress || !RegionSize || ZeroBits >= 21 || (uintptr_t)*BaseAddress > 0xFFFFFFFFu)
@@ -90,7 +77,7 @@ NTSTATUS ZwAllocateVirtualMemory(HANDLE ProcessHandle, PVOID *BaseAddress, ULONG
 NTSTATUS ZwFreeVirtualMemory(HANDLE ProcessHandle, PVOID *BaseAddress, PSIZE_T RegionSize,
                              ULONG FreeType)
 {
-    ptl_machine *m = enter("ZwFreeVirtualMemory");
+    ptl_machine *m = ptl__ddi_enter("ZwFreeVirtualMemory");
     if (ProcessHandle != NtCurrentProcess())
         return STATUS_INVALID_HANDLE;
     if (!BaseAddress || !RegionSize || (uintptr_t)*BaseAddress > 0xFFFFFFFFu)
@@ -127,7 +114,7 @@ NTSTATUS ZwFreeVirtualMemory(HANDLE ProcessHandle, PVOID *BaseAddress, PSIZE_T R
 
 VOID KeStackAttachProcess(PRKPROCESS Pcb, PRKAPC_STATE ApcState)
 {
-    ptl_machine *m = enter("KeStackAttachProcess");
+    ptl_machine *m = ptl__ddi_enter("KeStackAttachProcess");
     ptl_process *Process = (ptl_process *)(void *)Pcb; /* Pcb is the record's first member */
     if (m->kernel.irql >= DISPATCH_LEVEL)
         ptl__bugcheck_why(m, 0x05, (uintptr_t)Process & 0xFFFFFFFFu, m->procs.current->eprocess_va,
@@ -145,7 +132,7 @@ VOID KeStackAttachProcess(PRKPROCESS Pcb, PRKAPC_STATE ApcState)
 
 VOID KeUnstackDetachProcess(PRKAPC_STATE ApcState)
 {
-    ptl_machine *m = enter("KeUnstackDetachProcess");
+    ptl_machine *m = ptl__ddi_enter("KeUnstackDetachProcess");
     if (!ApcState || ApcState->Magic != APC_STATE_MAGIC || !ApcState->Attached ||
         m->kernel.attach_depth == 0)
         ptl__bugcheck_why(m, 0x05, 0, 0, m->kernel.attach_depth, 0,

@@ -61,31 +61,6 @@ static int usage_error(const char *fmt, const char *arg)
     return EX_USAGE_;
 }
 
-/* "64M", "3.5G", "1048576", "512K" -> bytes; 0 on error. */
-static uint64_t parse_size(const char *s)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || v <= 0)
-        return 0;
-    double mult = 1;
-    if (*end == 'K' || *end == 'k')
-        mult = 1024.0, end++;
-    else if (*end == 'M' || *end == 'm')
-        mult = 1024.0 * 1024, end++;
-    else if (*end == 'G' || *end == 'g')
-        mult = 1024.0 * 1024 * 1024, end++;
-    if (*end == 'B' || *end == 'b')
-        end++;
-    if (*end)
-        return 0;
-    double bytes = v * mult;
-    if (bytes > 1e15)
-        return 0;
-    return (uint64_t)bytes;
-}
-
 static int parse_uint(const char *s, uint32_t *out)
 {
     char *end;
@@ -124,7 +99,7 @@ static int machine_option(int argc, char **argv, int *i, ptl_config *cfg)
     }
     (*i)++;
     if (strcmp(a, "--ram") == 0) {
-        cfg->ram_bytes = parse_size(val);
+        cfg->ram_bytes = ptl_parse_size(val);
         if (!cfg->ram_bytes) {
             usage_error("--ram '%s' is not a size like 64M or 3.5G", val);
             return -1;
@@ -165,11 +140,7 @@ static int machine_option(int argc, char **argv, int *i, ptl_config *cfg)
             return -1;
         }
     } else {
-        static const char *const names[] = {"nt4sp3", "nt4sp4", "win2000", "winxp"};
-        int found = -1;
-        for (int k = 0; k < 4; k++)
-            if (strcmp(val, names[k]) == 0)
-                found = k;
+        int found = ptl_profile_from_name(val);
         if (found < 0) {
             usage_error("--profile '%s' is not nt4sp3, nt4sp4, win2000 or winxp", val);
             return -1;

@@ -3,6 +3,7 @@
 #include "run.h"
 
 #include "../src/script.h"
+#include <ptelab/ptelab.h>
 
 #include <errno.h>
 #include <stdio.h>
@@ -55,11 +56,7 @@ int ptl_cli_run(int argc, char **argv)
             } else if (strcmp(a, "--reg") == 0) {
                 opts.reg_path = val;
             } else if (strcmp(a, "--profile") == 0) {
-                static const char *const names[] = {"nt4sp3", "nt4sp4", "win2000", "winxp"};
-                opts.profile = -1;
-                for (int k = 0; k < 4; k++)
-                    if (strcmp(val, names[k]) == 0)
-                        opts.profile = k;
+                opts.profile = ptl_profile_from_name(val);
                 if (opts.profile < 0)
                     return run_usage_error("--profile '%s' is not nt4sp3, nt4sp4, win2000 or winxp",
                                            val);

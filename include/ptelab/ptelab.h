@@ -161,6 +161,13 @@ void ptl_stop_print(const ptl_stop *stop, FILE *out);
 /* The machine the calling host thread is running driver code on (inside ptl_call), else
  * NULL. The only global state in ptelab, and thread-local. */
 ptl_machine *ptl_current(void);
+
+/* "nt4sp3", "nt4sp4", "win2000", "winxp" -> the profile, or -1; and back. */
+int ptl_profile_from_name(const char *name);
+const char *ptl_profile_name(ptl_profile profile);
+/* A size as users write it: "64M", "3.5G", "512K", "1048576" -> bytes; 0 when it is not
+ * one. */
+uint64_t ptl_parse_size(const char *text);
 ptl_process *ptl_system_process(ptl_machine *m);
 const ptl_config *ptl_machine_config(const ptl_machine *m);
 
