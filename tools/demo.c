@@ -472,7 +472,7 @@ int ptl_cli_demo(void)
         must_ctx mc = {ptl_user_alloc(app, 8 * PAGE_SIZE), 8, NULL};
         uint32_t code = ptl_call(m, app, mapmem, must_succeed, &mc, &stop);
         if (code) {
-            char p2[64], p3[64], p4[64];
+            char p2[96], p3[128], p4[96];
             snprintf(p2, sizeof p2, "pages asked for: %llu", (unsigned long long)stop.param[1]);
             snprintf(p3, sizeof p3, "free system PTEs: %s, none in a run of %llu",
                      num(b1, stop.param[2]), (unsigned long long)stop.param[1]);
