@@ -111,6 +111,9 @@ bool ptl__overlaps_island(const ptl_machine *m, uint32_t start, uint32_t end);
  * stopped, and one tick of the simulated clock (ddi.c). */
 ptl_machine *ptl__ddi_enter(const char *name);
 
+/* HTML-escape text onto f (report.c; the plan page uses it too). */
+void ptl__html_escape(FILE *f, const char *s);
+
 /* A machine handle is usable: not NULL and alive. Sets ptl_error otherwise. */
 bool ptl__machine_ok(const ptl_machine *m);
 

@@ -22,7 +22,8 @@
 
 /* ---- small helpers ------------------------------------------------------------------- */
 
-static void esc(FILE *f, const char *s)
+/* HTML-escape s onto f: the report's and the plan page's one escaper. */
+void ptl__html_escape(FILE *f, const char *s)
 {
     for (; s && *s; s++) {
         switch (*s) {
@@ -231,7 +232,7 @@ static void legend_swatch(FILE *f, const char *colour, const char *label)
             "<li><svg viewBox=\"0 0 14 14\" aria-hidden=\"true\"><rect width=\"14\" height=\"14\" "
             "rx=\"2\" fill=\"%s\" stroke=\"#8a96a3\" stroke-width=\".5\"/></svg>",
             colour);
-    esc(f, label);
+    ptl__html_escape(f, label);
     fputs("</li>", f);
 }
 
@@ -405,7 +406,7 @@ static void write_timeline(FILE *f, ptl_machine *m)
         if (have && strcmp(e.type, "stop") == 0) {
             double x = tl_x(&s, e.tick < s.t0 ? s.t0 : e.tick);
             fprintf(f, "<g class=\"stop\"><title>tick %llu: ", (unsigned long long)e.tick);
-            esc(f, e.text);
+            ptl__html_escape(f, e.text);
             fprintf(f,
                     "</title><line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"/>"
                     "<rect x=\"%.1f\" y=\"%.1f\" width=\"62\" height=\"16\" rx=\"2\"/>"
@@ -418,7 +419,7 @@ static void write_timeline(FILE *f, ptl_machine *m)
         if ((!have || (is_fail && cc != fcol)) && group_n) {
             double x = tl_x(&s, ge.tick < s.t0 ? s.t0 : ge.tick), y = tl_y(&s, ge.free_ptes);
             fprintf(f, "<g class=\"fail\"><title>tick %llu: ", (unsigned long long)ge.tick);
-            esc(f, ge.text);
+            ptl__html_escape(f, ge.text);
             if (group_n > 1)
                 fprintf(f, " (and %zu more refusals here)", group_n - 1);
             fprintf(f, "</title><path d=\"M%.1f %.1fl-6 -11h12z\"/></g>\n", x, y - 1);
@@ -543,7 +544,7 @@ static void run_rect(FILE *f, const ptl__snapshot *s, const ptl_machine *m, uint
         if (mixed)
             fputs("several owners", f);
         else
-            esc(f, driver_name_by_id(m, owner));
+            ptl__html_escape(f, driver_name_by_id(m, owner));
     }
     fputs("</title></rect>", f);
 }
@@ -571,7 +572,7 @@ static void write_fragmap(FILE *f, ptl_machine *m, size_t idx)
         }
     }
     fputs("<figure class=\"fragmap\"><figcaption><b>", f);
-    esc(f, s->label[0] ? s->label : "snapshot");
+    ptl__html_escape(f, s->label[0] ? s->label : "snapshot");
     fprintf(f, "</b> <span>at tick %s &middot; %s of %s PTEs free in %s run%s, largest %s",
             num(b1, s->tick), num(b2, count[0]), num(b3, s->n), num(b4, runs), runs == 1 ? "" : "s",
             num(b5, largest));
@@ -585,7 +586,7 @@ static void write_fragmap(FILE *f, ptl_machine *m, size_t idx)
             "<svg id=\"fragmap-%zu\" class=\"fragmap\" viewBox=\"0 0 %d %.0f\" role=\"img\" "
             "aria-label=\"system PTE map: ",
             idx, FM_W, h);
-    esc(f, s->label);
+    ptl__html_escape(f, s->label);
     fputs("\">\n", f);
     for (int c = 0; c < 4; c++)
         fprintf(f, "<text class=\"lbl\" x=\"%d\" y=\"11\">+%d MB</text>", FM_GUT + c * 256, c);
@@ -744,12 +745,12 @@ static void write_layout(FILE *f, ptl_machine *m)
                 "<rect class=\"rg\" x=\"%.0f\" y=\"%.2f\" width=\"%.0f\" height=\"%.2f\" "
                 "fill=\"%s\"><title>",
                 LY_AX, y0, LY_AW, y1 - y0, col);
-        esc(f, r[i].name);
+        ptl__html_escape(f, r[i].name);
         fprintf(f, " %08X-%08llX</title></rect>\n", r[i].start, (unsigned long long)(end - 1));
         if (y1 - y0 > 40) {
             fprintf(f, "<text x=\"%.0f\" y=\"%.1f\" text-anchor=\"middle\" font-size=\"12\">",
                     LY_AX + LY_AW / 2, (y0 + y1) / 2);
-            esc(f, r[i].name);
+            ptl__html_escape(f, r[i].name);
             fprintf(f,
                     "</text><text class=\"lbl\" x=\"%.0f\" y=\"%.1f\" "
                     "text-anchor=\"middle\">%s</text>\n",
@@ -774,7 +775,7 @@ static void write_layout(FILE *f, ptl_machine *m)
                 "<rect class=\"rg\" x=\"%.0f\" y=\"%.2f\" width=\"%.0f\" height=\"%.2f\" "
                 "fill=\"%s\"><title>",
                 LY_BX, y0, LY_BW, y1 - y0, col);
-        esc(f, r[i].name);
+        ptl__html_escape(f, r[i].name);
         fprintf(f, "</title></rect>\n");
         want[nl] = (y0 + y1) / 2;
         idx[nl++] = i;
@@ -804,7 +805,7 @@ static void write_layout(FILE *f, ptl_machine *m)
                 at[k] - 9, region_colour(g->name, idx[k]));
         fprintf(f, "<text x=\"%.0f\" y=\"%.1f\" font-size=\"14\"%s>", LY_LX + 15, at[k],
                 pte ? " font-weight=\"700\"" : "");
-        esc(f, g->name);
+        ptl__html_escape(f, g->name);
         fprintf(f, "</text><text class=\"lbl mono\" x=\"%.0f\" y=\"%.1f\">%08X-%08llX %s</text>\n",
                 LY_LX + 15, at[k] + 14, g->start, (unsigned long long)(end - 1),
                 bytes_str(b1, end - g->start));
@@ -820,7 +821,7 @@ static void write_layout(FILE *f, ptl_machine *m)
                 "display:inline;margin-right:6px\"><rect width=\"10\" height=\"10\" "
                 "fill=\"%s\"/></svg>",
                 pte ? " class=\"hl\"" : "", region_colour(r[i].name, i));
-        esc(f, r[i].name);
+        ptl__html_escape(f, r[i].name);
         fprintf(f,
                 "</td><td class=\"mono\">%08X</td><td class=\"mono\">%08llX</td>"
                 "<td class=\"n\">%s</td></tr>\n",
@@ -895,7 +896,7 @@ static void write_drivers(FILE *f, ptl_machine *m)
         } else {
             ptl_driver *drv = ptl_driver_at(m, d - 1);
             fputs("<tr><td>", f);
-            esc(f, ptl_driver_name(drv));
+            ptl__html_escape(f, ptl_driver_name(drv));
             fprintf(f, "%s</td><td>%s</td><td class=\"mono\">%08X</td><td class=\"n\">%s</td>",
                     drv->is_dll ? " <span class=\"lbl\">(DLL)</span>" : "",
                     ptl_driver_loaded(drv) ? "loaded" : "unloaded", ptl_driver_base(drv),
@@ -931,19 +932,19 @@ static void write_stop(FILE *f, ptl_machine *m)
         fclose(mf);
     }
     fputs("<pre class=\"bsod\" id=\"stop-screen\">", f);
-    esc(f, screen ? screen : "");
+    ptl__html_escape(f, screen ? screen : "");
     fputs("</pre>\n", f);
     free(screen);
     fputs("<p>", f);
-    esc(f, ptl__bugcheck_summary(stop.code));
+    ptl__html_escape(f, ptl__bugcheck_summary(stop.code));
     if (m->stop.detail[0]) {
         fputs(" ", f);
-        esc(f, m->stop.detail);
+        ptl__html_escape(f, m->stop.detail);
         fputs(".", f);
     }
     if (m->stop.driver) {
         fputs(" Driver running: <b>", f);
-        esc(f, driver_name_by_id(m, m->stop.driver));
+        ptl__html_escape(f, driver_name_by_id(m, m->stop.driver));
         fputs("</b>.", f);
     }
     fputs("</p>\n<table><tr><th>parameter</th><th>value</th><th class=\"n\">decimal</th>"
@@ -953,7 +954,7 @@ static void write_stop(FILE *f, ptl_machine *m)
         char b1[32];
         fprintf(f, "<tr><td>P%d</td><td class=\"mono\">0x%08llX</td><td class=\"n\">%s</td><td>",
                 i + 1, (unsigned long long)stop.param[i], num(b1, stop.param[i]));
-        esc(f, ptl__bugcheck_param_doc(stop.code, stop.param[0], i));
+        ptl__html_escape(f, ptl__bugcheck_param_doc(stop.code, stop.param[0], i));
         fputs("</td></tr>\n", f);
     }
     fputs("</table></section>\n", f);
@@ -997,7 +998,7 @@ static void write_events(FILE *f, ptl_machine *m)
                 "class=\"badge t-%s\">%s</span></td><td class=\"n\">%s</td><td>",
                 e.type, (unsigned long long)e.seq, num(b1, e.tick), e.type, e.type,
                 num(b2, e.free_ptes));
-        esc(f, e.text);
+        ptl__html_escape(f, e.text);
         fputs("</td></tr>\n", f);
     }
     fputs("</table></div></section>\n", f);
@@ -1019,11 +1020,11 @@ static void write_all(FILE *f, ptl_machine *m, const char *title)
           "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
           "<meta name=\"generator\" content=\"ptelab " PTELAB_VERSION "\">\n<title>",
           f);
-    esc(f, title);
+    ptl__html_escape(f, title);
     fputs("</title>\n<style>\n", f);
     fputs(css, f);
     fputs("</style></head>\n<body>\n<header class=\"top\"><div class=\"wrap\"><h1>", f);
-    esc(f, title);
+    ptl__html_escape(f, title);
     fprintf(f,
             "</h1><p>ptelab %s &middot; %s, %s RAM%s &middot; simulated clock %s ms"
             " &middot; SystemPages %s</p></div></header>\n",

@@ -338,27 +338,8 @@ static double pow10_(int d)
     return v;
 }
 
-static void html_text(FILE *f, const char *s)
-{
-    for (; *s; s++) {
-        switch (*s) {
-        case '<':
-            fputs("&lt;", f);
-            break;
-        case '>':
-            fputs("&gt;", f);
-            break;
-        case '&':
-            fputs("&amp;", f);
-            break;
-        case '"':
-            fputs("&quot;", f);
-            break;
-        default:
-            fputc(*s, f);
-        }
-    }
-}
+/* report.c's escaper (src/internal.h would bring the whole machine into this file) */
+void ptl__html_escape(FILE *f, const char *s);
 
 static int write_html(const ptl_plan *p, const char *path)
 {
@@ -370,15 +351,15 @@ static int write_html(const ptl_plan *p, const char *path)
     int rec = ptl_plan_recommend(p);
     fputs("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n<title>ptelab plan: ",
           f);
-    html_text(f, p->name);
+    ptl__html_escape(f, p->name);
     fputs("</title>\n<style>body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222}"
           "table{border-collapse:collapse}td,th{padding:2px 10px;text-align:right;border-bottom:"
           "1px solid #ddd}th{background:#f4f4f4}tr.rec{background:#e6f4e6;font-weight:bold}"
           "td.l{text-align:left}.note{color:#555}</style></head><body>\n<h1>ptelab plan: ",
           f);
-    html_text(f, p->name);
+    ptl__html_escape(f, p->name);
     fputs("</h1>\n<p>", f);
-    html_text(f, m);
+    ptl__html_escape(f, m);
     fprintf(f,
             "<br>%llu trials of %g s simulated per SystemPages value, seed %llu, target "
             "P(fail) &lt; %g</p>\n",
@@ -494,7 +475,7 @@ static int write_html(const ptl_plan *p, const char *path)
                 i == rec ? " class=\"rec\"" : "", v, pt->seg0 + pt->seg1,
                 (unsigned long long)pt->peak_max,
                 pt->trials ? (double)pt->peak_sum / (double)pt->trials : 0.0, a, b, c, d);
-        html_text(f, pt->fits ? ptl_plan_point_label(pt) : "does not fit the address space");
+        ptl__html_escape(f, pt->fits ? ptl_plan_point_label(pt) : "does not fit the address space");
         fputs(i == rec ? " (recommended)" : "", f);
         fputs("</td></tr>\n", f);
     }
