@@ -45,6 +45,7 @@ typedef struct kd_ctx {
     const kd_tok *arg;
     int nargs;
     const char *rest; /* the argument text, for commands that take an expression */
+    unsigned unit;    /* the command's element size (db 1, dw 2, dd 4, dq 8; eb...) */
 } kd_ctx;
 
 /* ---- errors ------------------------------------------------------------------------- */
@@ -702,6 +703,8 @@ static int kd_vm(kd_ctx *c)
     vm_line(out, "PagedPool Maximum:", (m->layout.paged_end - m->layout.paged_va) / PTL_PAGE_SIZE);
     vm_line(out, "Committed pages:", k.committed_bytes / PTL_PAGE_SIZE);
     uint64_t failed = st.failed_total + st.failed_fragmented;
+    /* When WinDbg prints the warning is not documented; ptelab warns below 800 free PTEs
+     * (about 3 MB of mappings) or after any refused request (docs/fidelity.md). */
     if (st.free < 800 || failed) {
         fprintf(out, "\n\t********** Running out of system PTEs **************\n");
         if (failed)
@@ -752,8 +755,9 @@ static int check_address(kd_ctx *c, const kd_tok *t, int phys, uint32_t *addr)
     return 0;
 }
 
-static int kd_dump(kd_ctx *c, unsigned unit)
+static int kd_dump(kd_ctx *c)
 {
+    unsigned unit = c->unit;
     ptl_machine *m = c->m;
     int phys;
     int i = parse_options(c, &phys);
@@ -840,23 +844,6 @@ static int kd_dump(kd_ctx *c, unsigned unit)
     return 0;
 }
 
-static int kd_db(kd_ctx *c)
-{
-    return kd_dump(c, 1);
-}
-static int kd_dw(kd_ctx *c)
-{
-    return kd_dump(c, 2);
-}
-static int kd_dd(kd_ctx *c)
-{
-    return kd_dump(c, 4);
-}
-static int kd_dq(kd_ctx *c)
-{
-    return kd_dump(c, 8);
-}
-
 /* Where byte `a` of an edit lands: 0 and *pa, or an error line. */
 static int edit_target(kd_ctx *c, int phys, uint64_t a, uint64_t *pa)
 {
@@ -879,8 +866,9 @@ static int edit_target(kd_ctx *c, int phys, uint64_t a, uint64_t *pa)
     return 0;
 }
 
-static int kd_edit(kd_ctx *c, unsigned unit)
+static int kd_edit(kd_ctx *c)
 {
+    unsigned unit = c->unit;
     ptl_machine *m = c->m;
     int phys;
     int i = parse_options(c, &phys);
@@ -928,23 +916,6 @@ static int kd_edit(kd_ctx *c, unsigned unit)
         a += chunk;
     }
     return 0;
-}
-
-static int kd_eb(kd_ctx *c)
-{
-    return kd_edit(c, 1);
-}
-static int kd_ew(kd_ctx *c)
-{
-    return kd_edit(c, 2);
-}
-static int kd_ed(kd_ctx *c)
-{
-    return kd_edit(c, 4);
-}
-static int kd_eq(kd_ctx *c)
-{
-    return kd_edit(c, 8);
 }
 
 /* ---- processes, modules ------------------------------------------------------------------ */
@@ -1260,33 +1231,36 @@ typedef struct kd_cmd {
     const char *name;
     int (*fn)(kd_ctx *);
     const char *help;
+    unsigned unit; /* element size of the display and edit commands */
 } kd_cmd;
 
 static const kd_cmd commands[] = {
-    {"!pte", kd_pte, "!pte VA                  PDE and PTE of VA (current process context)"},
+    {"!pte", kd_pte, "!pte VA                  PDE and PTE of VA (current process context)", 0},
     {"!vtop", kd_vtop,
-     "!vtop DirBase VA         translate VA through a page directory (0: current)"},
-    {"!pfn", kd_pfn, "!pfn PFN                 PFN database entry of a page frame"},
+     "!vtop DirBase VA         translate VA through a page directory (0: current)", 0},
+    {"!pfn", kd_pfn, "!pfn PFN                 PFN database entry of a page frame", 0},
     {"!sysptes", kd_sysptes,
-     "!sysptes [flags]         system PTE pool (1 free runs, 4 locked mappings, 8 NP expansion)"},
-    {"!vm", kd_vm, "!vm [flags]              virtual memory usage (1: no per-process lines)"},
-    {"db", kd_db, "db [/p] addr [L count]   display bytes and ASCII (/p: physical)"},
-    {"dw", kd_dw, "dw [/p] addr [L count]   display words"},
-    {"dd", kd_dd, "dd [/p] addr [L count]   display double words"},
-    {"dq", kd_dq, "dq [/p] addr [L count]   display quad words"},
-    {"eb", kd_eb, "eb [/p] addr values      enter bytes"},
-    {"ew", kd_ew, "ew [/p] addr values      enter words"},
-    {"ed", kd_ed, "ed [/p] addr values      enter double words"},
-    {"eq", kd_eq, "eq [/p] addr values      enter quad words"},
-    {".process", kd_dot_process, ".process [EPROCESS]      show or set the process context"},
-    {"!process", kd_bang_process, "!process [0 0|EPROCESS]  processes (0 0: all of them)"},
-    {"!poolused", kd_poolused, "!poolused                pool use by tag"},
-    {"!pool", kd_pool, "!pool address            the pool block holding an address"},
-    {"lm", kd_lm, "lm                       loaded modules (drivers)"},
-    {"!analyze", kd_analyze, "!analyze [-v]            the bug check of a stopped machine"},
-    {".bugcheck", kd_bugcheck, ".bugcheck                bug check code and arguments"},
-    {"?", kd_eval_cmd, "? expr                   evaluate (hex default, 0n decimal, + - * / % ())"},
-    {".help", kd_help, ".help                    this list"},
+     "!sysptes [flags]         system PTE pool (1 free runs, 4 locked mappings, 8 NP expansion)",
+     0},
+    {"!vm", kd_vm, "!vm [flags]              virtual memory usage (1: no per-process lines)", 0},
+    {"db", kd_dump, "db [/p] addr [L count]   display bytes and ASCII (/p: physical)", 1},
+    {"dw", kd_dump, "dw [/p] addr [L count]   display words", 2},
+    {"dd", kd_dump, "dd [/p] addr [L count]   display double words", 4},
+    {"dq", kd_dump, "dq [/p] addr [L count]   display quad words", 8},
+    {"eb", kd_edit, "eb [/p] addr values      enter bytes", 1},
+    {"ew", kd_edit, "ew [/p] addr values      enter words", 2},
+    {"ed", kd_edit, "ed [/p] addr values      enter double words", 4},
+    {"eq", kd_edit, "eq [/p] addr values      enter quad words", 8},
+    {".process", kd_dot_process, ".process [EPROCESS]      show or set the process context", 0},
+    {"!process", kd_bang_process, "!process [0 0|EPROCESS]  processes (0 0: all of them)", 0},
+    {"!poolused", kd_poolused, "!poolused                pool use by tag", 0},
+    {"!pool", kd_pool, "!pool address            the pool block holding an address", 0},
+    {"lm", kd_lm, "lm                       loaded modules (drivers)", 0},
+    {"!analyze", kd_analyze, "!analyze [-v]            the bug check of a stopped machine", 0},
+    {".bugcheck", kd_bugcheck, ".bugcheck                bug check code and arguments", 0},
+    {"?", kd_eval_cmd, "? expr                   evaluate (hex default, 0n decimal, + - * / % ())",
+     0},
+    {".help", kd_help, ".help                    this list", 0},
 };
 
 static int kd_help(kd_ctx *c)
@@ -1302,7 +1276,7 @@ int ptl_kd(ptl_machine *m, const char *command, FILE *out)
         return -1;
     if (!command || !out)
         return ptl__fail("kd: no command or no output stream");
-    kd_ctx c = {m, out, NULL, 0, NULL};
+    kd_ctx c = {m, out, NULL, 0, NULL, 0};
     while (isspace((unsigned char)*command))
         command++;
     if (!*command)
@@ -1340,6 +1314,7 @@ int ptl_kd(ptl_machine *m, const char *command, FILE *out)
         c.nargs++;
     }
     c.arg = toks;
+    c.unit = cmd->unit;
     if (rc == 0)
         rc = cmd->fn(&c);
     free(toks);

@@ -15,46 +15,13 @@
 #include <ptelab/ptelab.h>
 #include <ptelab/wdm.h>
 
-#define ADAPTER 0xE0000000ull
+#include "ptltest.h"
 
-typedef struct rig {
-    ptl_machine *m;
-    ptl_process *app, *other;
-    ptl_driver *drv;
-    ptl_stop stop;
-} rig;
-
-static rig boot_rig(ptl_profile profile, int verifier)
-{
-    ptl_config cfg;
-    ptl_config_init(&cfg);
-    cfg.profile = profile;
-    cfg.verifier = verifier;
-    rig r;
-    memset(&r, 0, sizeof r);
-    r.m = ptl_boot(&cfg);
-    assert_non_null(r.m);
-    assert_int_equal(ptl_adapter_add(r.m, PCIBus, 0, ADAPTER, 1u << 20), 0);
-    r.app = ptl_process_create(r.m, "app.exe");
-    r.other = ptl_process_create(r.m, "other.exe");
-    r.drv = ptl_driver_load(r.m, "drv.sys", 8192);
-    assert_true(r.app && r.other && r.drv);
-    return r;
-}
-
-static uint32_t call(rig *r, ptl_process *p, void (*fn)(void *), void *arg)
-{
-    return ptl_call(r->m, p, r->drv, fn, arg, &r->stop);
-}
-
-static int event_mentions(ptl_machine *m, const char *type, const char *needle)
-{
-    ptl_event e;
-    for (size_t i = 0; i < ptl_event_count(m); i++)
-        if (ptl_event_get(m, i, &e) == 0 && strcmp(e.type, type) == 0 && strstr(e.text, needle))
-            return 1;
-    return 0;
-}
+#define ADAPTER PTLTEST_ADAPTER
+typedef ptltest_rig rig;
+#define boot_rig       ptltest_boot
+#define call           ptltest_call
+#define event_mentions ptltest_event_mentions
 
 /* ---- views ---------------------------------------------------------------------------- */
 

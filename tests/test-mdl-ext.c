@@ -15,6 +15,8 @@
 #include <ptelab/ptelab.h>
 #include <ptelab/wdm.h>
 
+#include "ptltest.h"
+
 #include "internal.h"
 
 #define TAG   0x4D526D4Bu /* 'MRmK' as MSVC spells it */
@@ -54,14 +56,7 @@ static void run(rig *r, ptl_process *p, void (*fn)(void *), void *arg, uint32_t 
         assert_int_equal(ptl_check(r->m), 0);
 }
 
-static int event_mentions(ptl_machine *m, const char *type, const char *needle)
-{
-    ptl_event e;
-    for (size_t i = 0; i < ptl_event_count(m); i++)
-        if (ptl_event_get(m, i, &e) == 0 && strcmp(e.type, type) == 0 && strstr(e.text, needle))
-            return 1;
-    return 0;
-}
+#define event_mentions ptltest_event_mentions
 
 static PHYSICAL_ADDRESS pa(uint64_t v)
 {

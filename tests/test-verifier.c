@@ -14,32 +14,15 @@
 #include <ptelab/ptelab.h>
 #include <ptelab/wdm.h>
 
-#define ADAPTER 0xE0000000ull
+#include "ptltest.h"
 
-typedef struct rig {
-    ptl_machine *m;
-    ptl_process *app;
-    ptl_driver *drv;
-    ptl_stop stop;
-    uint32_t buf;
-} rig;
+#define ADAPTER PTLTEST_ADAPTER
+
+typedef ptltest_rig rig;
 
 static rig boot_rig(int verifier, ptl_profile profile)
 {
-    ptl_config cfg;
-    ptl_config_init(&cfg);
-    cfg.verifier = verifier;
-    cfg.profile = profile;
-    rig r;
-    memset(&r, 0, sizeof r);
-    r.m = ptl_boot(&cfg);
-    assert_non_null(r.m);
-    assert_int_equal(ptl_adapter_add(r.m, PCIBus, 0, ADAPTER, 1u << 20), 0);
-    r.app = ptl_process_create(r.m, "app.exe");
-    r.drv = ptl_driver_load(r.m, "bad.sys", 8192);
-    r.buf = ptl_user_alloc(r.app, 4 * 4096);
-    assert_true(r.app && r.drv && r.buf);
-    return r;
+    return ptltest_boot(profile, verifier);
 }
 
 /* ---- IRQL rules: one driver routine per check ------------------------------------------ */

@@ -1,0 +1,55 @@
+/* ptltest.h - what several tests share: a machine with a PCI adapter, two processes, a
+ * driver and a user buffer; and a look through the event log. */
+#ifndef PTLTEST_H
+#define PTLTEST_H
+
+#include <ptelab/ptelab.h>
+#include <string.h>
+
+#define PTLTEST_ADAPTER 0xE0000000ull
+
+typedef struct ptltest_rig {
+    ptl_machine *m;
+    ptl_process *app, *other;
+    ptl_driver *drv;
+    ptl_stop stop;
+    uint32_t buf; /* 16 KB committed in app */
+} ptltest_rig;
+
+/* 64 MB, the profile, the verifier on or off, a 1 MB adapter on PCI bus 0. */
+static inline ptltest_rig ptltest_boot(ptl_profile profile, int verifier)
+{
+    ptl_config cfg;
+    ptl_config_init(&cfg);
+    cfg.profile = profile;
+    cfg.verifier = verifier;
+    ptltest_rig r;
+    memset(&r, 0, sizeof r);
+    r.m = ptl_boot(&cfg);
+    assert_non_null(r.m);
+    assert_int_equal(ptl_adapter_add(r.m, PCIBus, 0, PTLTEST_ADAPTER, 1u << 20), 0);
+    r.app = ptl_process_create(r.m, "app.exe");
+    r.other = ptl_process_create(r.m, "other.exe");
+    r.drv = ptl_driver_load(r.m, "drv.sys", 8192);
+    assert_true(r.app && r.other && r.drv);
+    r.buf = ptl_user_alloc(r.app, 4 * 4096);
+    assert_true(r.buf != 0);
+    return r;
+}
+
+static inline uint32_t ptltest_call(ptltest_rig *r, ptl_process *p, void (*fn)(void *), void *arg)
+{
+    return ptl_call(r->m, p, r->drv, fn, arg, &r->stop);
+}
+
+/* 1 when an event of `type` mentions `needle`. */
+static inline int ptltest_event_mentions(ptl_machine *m, const char *type, const char *needle)
+{
+    ptl_event e;
+    for (size_t i = 0; i < ptl_event_count(m); i++)
+        if (ptl_event_get(m, i, &e) == 0 && strcmp(e.type, type) == 0 && strstr(e.text, needle))
+            return 1;
+    return 0;
+}
+
+#endif
