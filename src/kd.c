@@ -765,7 +765,7 @@ static int kd_dump(kd_ctx *c)
         return -1;
     if (i >= c->nargs)
         return kd_err(c, "an address is needed: d%c [/p] address [L count]", "bw?d???q"[unit - 1]);
-    uint32_t addr;
+    uint32_t addr = 0;
     if (check_address(c, &c->arg[i], phys, &addr) != 0)
         return -1;
     i++;
@@ -877,7 +877,7 @@ static int kd_edit(kd_ctx *c)
     if (i >= c->nargs)
         return kd_err(c, "an address is needed: e%c [/p] address value [value...]",
                       "bw?d???q"[unit - 1]);
-    uint32_t addr;
+    uint32_t addr = 0;
     if (check_address(c, &c->arg[i], phys, &addr) != 0)
         return -1;
     i++;
