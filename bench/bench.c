@@ -27,7 +27,13 @@
 #define RUNS 5
 
 static int quick;
-static double run_ns; /* target duration of one timed run */
+static double run_ns;    /* target duration of one timed run */
+static const char *only; /* --only TEXT: run just the rows whose name contains TEXT */
+
+static int wanted(const char *name)
+{
+    return !only || strstr(name, only) != NULL;
+}
 
 static double now_ns(void)
 {
@@ -265,7 +271,7 @@ static double wl_run(wl *w, long ops)
                     w->failed_frag += w->total - w->used >= n;
                 }
             } else {
-                size_t k = rnd() % w->nheld;
+                size_t k = (size_t)(((uint64_t)rnd() * w->nheld) >> 32); /* no division */
                 ptl__spool_free(sp, w->h[k].start, w->h[k].n);
                 w->used -= w->h[k].n;
                 w->h[k] = w->h[--w->nheld];
@@ -329,6 +335,11 @@ static spool_result spool_one(ptl__spool_impl impl, wl_kind kind, uint32_t total
 static row *spool_row(const char *name, wl_kind kind, uint32_t total, int occ, uint32_t max_size,
                       long ref_cap)
 {
+    static row skipped;
+    if (!wanted(name)) {
+        memset(&skipped, 0, sizeof skipped);
+        return &skipped;
+    }
     fprintf(stderr, "  %s ...\n", name);
     long cap = 1L << 24;
     spool_result a = spool_one(PTL_SPOOL_REF, kind, total, occ, max_size, ref_cap);
@@ -767,8 +778,10 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--quick") == 0) {
             quick = 1;
+        } else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc) {
+            only = argv[++i];
         } else {
-            fprintf(stderr, "usage: %s [--quick]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--quick] [--only TEXT]\n", argv[0]);
             return 2;
         }
     }
@@ -776,10 +789,12 @@ int main(int argc, char **argv)
     double t0 = now_ns();
     machine_line();
     fflush(stdout);
-    memory_row(); /* first: a fresh heap */
+    if (wanted("Memory: host RSS"))
+        memory_row(); /* first: a fresh heap */
     spool_rows(50000);
     spool_rows(33554432u);
-    mmu_rows();
+    if (!only || strstr("MMU: Mapping: Native:", only))
+        mmu_rows(); /* one machine measures every MMU and mapping row */
     print_table();
     printf("\nratio: spool rows ref/fast (speed-up); MMU and mapping rows emulated/native "
            "(cost). ops/run: operations per timed run, \"(cap)\": the reference's count was "

@@ -1,43 +1,48 @@
-/* spool_fast.c - the fast run allocator: a bitmap of 64-bit words under a segment tree.
+/* spool_fast.c - the fast run allocator: a bitmap of 64-bit words under a 16-ary tree of
+ * maxima.
  *
  * Same answers as spool_ref.c, bit for bit, in O(log n) per operation (plus n/64 word
  * updates for a run of n). The index space [0, total) is a bitmap, bit set = free, index
- * i at bit i%64 of word i/64. Over the words sits a complete binary tree (leaves = words,
- * padded with all-reserved words up to a power of two); every node keeps, for its span:
+ * i at bit i%64 of word i/64; bits at and beyond total stay clear.
  *
- *     max   the longest free run inside it
- *     pre   the free run at its low end      (pre == span: the node is all free)
- *     suf   the free run at its high end
+ * The key to placement. The reference takes the lowest-addressed maximal free run of
+ * length >= n. Give every word a value: the longest free run that *starts* in it (a run
+ * that merely continues from the word before does not count there; a run that starts in
+ * the word may run on for many words). The lowest run that fits then starts in the lowest
+ * word whose value is >= n, and inside that word it is the lowest window of n free bits
+ * that starts after the continued prefix, or else the run that reaches the word's end.
  *
- * and a parent is pulled from its children in O(1):
- *     pre = L.pre == half ? half + R.pre : L.pre        max = max(L.max, R.max, L.suf + R.pre)
- *     suf = R.suf == half ? half + L.suf : R.suf
+ * Over the word values sits an implicit 16-ary tree of maxima: level 0 holds one value
+ * per word, level k+1 the maximum of each 16 consecutive entries of level k, up to a top
+ * level of at most 16 entries. A node is 16 uint32 = one cache line, so a descent from the
+ * top touches one line per level (3 levels above the words at 50,000 indices, 5 at
+ * 2^25), and finds its child with a 16-wide compare. An update sets a word's value and
+ * climbs while the maximum above changes; it rescans a node only when its maximum shrank.
  *
- * Placement. The reference takes the lowest-addressed maximal free run of length >= n.
- * The lowest window of n free indices starts exactly there (a window that does not start
- * a run could slide one lower), so a descent that prefers the left child finds it:
+ * An operation changes the starts or lengths of at most three runs, so at most three
+ * word values change: those of the words holding the run's start, the request's start and
+ * the index just after the request (see touch_words).
  *
- *     left.max >= n               -> go left
- *     left.suf + right.pre >= n   -> the window starts at mid - left.suf
- *     otherwise                   -> go right
- *
- * and inside a word the lowest window of n <= 64 ones is found by and-ing shifted copies.
- * The run's end (for policy 1, and for the histogram) is the next reserved index, found by
- * climbing from the word and descending into the first sibling that is not all free.
+ * Next-reserved, previous-reserved and next-free searches go through two 64-ary summaries
+ * of the words ("has a reserved bit", "has a free bit"): 3 or 4 steps at 2^25.
  *
  * Statistics are kept as runs split and merge: each operation knows the lengths of the
  * runs it removes and adds, so free, runs and the histogram change in O(1); largest is
- * the root's max. Invariants (ptl__spool_check, O(n)): padding bits are reserved; every
- * node equals what its words/children give; the counters equal a recount of the bitmap.
+ * the maximum of the top level, kept as it changes. Invariants (ptl__spool_check, O(n)):
+ * bits beyond total are reserved; the summaries match the words; every word value equals
+ * a recount from the bitmap, every upper entry the maximum of its 16 children, largest
+ * the maximum of the top; the counters equal a recount of the bitmap.
  */
 #include "internal.h"
 #include "spool.h"
 
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
-typedef struct node {
-    uint32_t max, pre, suf;
-} node;
+#define FAN        16 /* entries per node: 16 uint32, one cache line */
+#define MAX_LEVELS 8  /* 2^26 words need 7 */
 
 /* A 64-ary summary over the words, for "the next word that has a reserved (or a free)
  * bit": level 0 has one bit per word, level k+1 one bit per u64 of level k (set when any
@@ -53,11 +58,14 @@ typedef struct fast_spool {
     ptl__spool base; /* ops: fast_ops */
     uint32_t total;
     int policy;
-    uint32_t leaves; /* words in the bitmap and leaves of the tree: a power of two */
-    uint64_t *bits;  /* leaves words; bit set = free; bits >= total stay clear */
-    node *tree;      /* internal nodes 1 .. leaves-1; a leaf (word) is computed from bits */
-    hbits notfull;   /* word has a reserved bit (padding words included) */
-    hbits notempty;  /* word has a free bit */
+    uint32_t words;               /* bitmap words: ceil(total / 64) */
+    uint64_t *bits;               /* bit set = free; bits >= total stay clear */
+    int top;                      /* the top level: at most FAN entries */
+    uint32_t *level[MAX_LEVELS];  /* level 0: word values; k+1: maxima of FAN of level k */
+    uint32_t entries[MAX_LEVELS]; /* entries of each level, a multiple of FAN */
+    uint32_t largest;             /* the maximum of the top level */
+    hbits notfull;                /* word has a reserved bit */
+    hbits notempty;               /* word has a free bit */
     uint32_t free, runs;
     uint32_t hist[PTL_SPOOL_HIST];
 } fast_spool;
@@ -70,69 +78,95 @@ static const ptl__spool_ops fast_ops;
 
 /* ---- words -------------------------------------------------------------------------- */
 
+/* The longest run of set bits in x: double the window while one fits, then refine. */
 static inline uint32_t word_maxrun(uint64_t x)
 {
-    /* w[k]: bit i set when bits i .. i+2^k-1 of x all are */
-    uint64_t w[6];
+    if (!x)
+        return 0;
+    uint64_t w[7]; /* w[k]: bit i set when bits i .. i+2^k-1 of x all are */
+    int k = 0;
     w[0] = x;
-    for (int k = 1; k < 6; k++)
-        w[k] = w[k - 1] & (w[k - 1] >> (1u << (k - 1)));
-    uint64_t cur = ~0ull; /* windows of length len */
-    uint32_t len = 0;
-    for (int k = 5; k >= 0; k--) {
-        uint64_t t = cur & (w[k] >> len);
+    while (k < 6) {
+        uint64_t next = w[k] & (w[k] >> (1u << k));
+        if (!next)
+            break;
+        w[++k] = next;
+    }
+    if (k == 6)
+        return 64;
+    /* runs of 2^k fit, runs of 2^(k+1) do not: add the lower powers one by one */
+    uint64_t cur = w[k];
+    uint32_t len = 1u << k;
+    for (int j = k - 1; j >= 0; j--) {
+        uint64_t t = cur & (w[j] >> len);
         if (t) {
             cur = t;
-            len += 1u << k;
+            len += 1u << j;
         }
     }
     return len;
 }
 
-static inline node leaf_of(uint64_t x)
-{
-    if (x == ~0ull)
-        return (node){64, 64, 64};
-    if (x == 0)
-        return (node){0, 0, 0};
-    return (node){word_maxrun(x), (uint32_t)__builtin_ctzll(~x), (uint32_t)__builtin_clzll(~x)};
-}
-
-/* Lowest bit i with bits i .. i+n-1 of x all set; the caller knows there is one. */
-static inline uint32_t word_window(uint64_t x, uint32_t n)
+/* Bit i set when bits i .. i+n-1 of x all are (1 <= n <= 64). */
+static inline uint64_t word_windows(uint64_t x, uint32_t n)
 {
     uint64_t m = x;
     uint32_t len = 1;
-    while (len < n) {
+    while (len < n && m) {
         uint32_t s = len < n - len ? len : n - len;
         m &= m >> s;
         len += s;
     }
-    return (uint32_t)__builtin_ctzll(m);
+    return m;
 }
 
-/* ---- the tree ----------------------------------------------------------------------- */
-
-/* The parent of l and r, each spanning half indices. */
-static inline node combine(node l, node r, uint32_t half)
+/* The first of FAN entries that is >= n; the caller knows there is one. */
+static inline uint32_t first_ge(const uint32_t *a, uint32_t n)
 {
-    node p;
-    uint32_t m = l.max > r.max ? l.max : r.max;
-    uint32_t mid = l.suf + r.pre;
-    p.max = mid > m ? mid : m;
-    p.pre = l.pre == half ? half + r.pre : l.pre;
-    p.suf = r.suf == half ? half + l.suf : r.suf;
-    return p;
+#if defined(__SSE2__)
+    /* entries and n are below 2^31: a signed compare is exact */
+    __m128i lim = _mm_set1_epi32((int)(n - 1));
+    const __m128i *v = (const __m128i *)a;
+    __m128i lo = _mm_packs_epi32(_mm_cmpgt_epi32(_mm_loadu_si128(v), lim),
+                                 _mm_cmpgt_epi32(_mm_loadu_si128(v + 1), lim));
+    __m128i hi = _mm_packs_epi32(_mm_cmpgt_epi32(_mm_loadu_si128(v + 2), lim),
+                                 _mm_cmpgt_epi32(_mm_loadu_si128(v + 3), lim));
+    uint32_t mask = (uint32_t)_mm_movemask_epi8(_mm_packs_epi16(lo, hi));
+    PTL_ASSERT(mask != 0);
+    return (uint32_t)__builtin_ctz(mask);
+#else
+    for (uint32_t j = 0; j < FAN; j++)
+        if (a[j] >= n)
+            return j;
+    PTL_ASSERT(!"no entry fits");
+    return 0;
+#endif
 }
 
-static inline node get(const fast_spool *sp, uint32_t i)
+#if defined(__SSE2__)
+static inline __m128i max4(__m128i a, __m128i b) /* SSE2 has no unsigned max: signed is exact */
 {
-    return i >= sp->leaves ? leaf_of(sp->bits[i - sp->leaves]) : sp->tree[i];
+    __m128i gt = _mm_cmpgt_epi32(a, b);
+    return _mm_or_si128(_mm_and_si128(gt, a), _mm_andnot_si128(gt, b));
 }
+#endif
 
-static inline int node_eq(node a, node b)
+/* The maximum of FAN entries. */
+static inline uint32_t max_of(const uint32_t *a)
 {
-    return a.max == b.max && a.pre == b.pre && a.suf == b.suf;
+#if defined(__SSE2__)
+    const __m128i *v = (const __m128i *)a;
+    __m128i m = max4(max4(_mm_loadu_si128(v), _mm_loadu_si128(v + 1)),
+                     max4(_mm_loadu_si128(v + 2), _mm_loadu_si128(v + 3)));
+    m = max4(m, _mm_shuffle_epi32(m, _MM_SHUFFLE(1, 0, 3, 2)));
+    m = max4(m, _mm_shuffle_epi32(m, _MM_SHUFFLE(2, 3, 0, 1)));
+    return (uint32_t)_mm_cvtsi128_si32(m);
+#else
+    uint32_t m = a[0];
+    for (int j = 1; j < FAN; j++)
+        m = a[j] > m ? a[j] : m;
+    return m;
+#endif
 }
 
 /* ---- summaries ---------------------------------------------------------------------- */
@@ -220,7 +254,7 @@ static inline int64_t hb_prev(const hbits *h, int64_t pos)
     return q;
 }
 
-/* Set (freeing) or clear the bits of [start, start+n), n >= 1, and repair the tree. */
+/* Set (freeing) or clear the bits of [start, start+n), n >= 1, with the summaries. */
 static void paint(fast_spool *sp, uint32_t start, uint32_t n, int freeing)
 {
     uint32_t last = start + n - 1;
@@ -237,30 +271,6 @@ static void paint(fast_spool *sp, uint32_t start, uint32_t n, int freeing)
             hb_set(&sp->notfull, w, x != ~0ull);
         if ((old == 0) != (x == 0))
             hb_set(&sp->notempty, w, x != 0);
-    }
-    if (sp->leaves == 1)
-        return;
-    uint32_t lo = (sp->leaves + w0) >> 1, hi = (sp->leaves + w1) >> 1, half = 64;
-    while (lo != hi) { /* a range of nodes: level by level */
-        for (uint32_t i = lo; i <= hi; i++)
-            sp->tree[i] = combine(get(sp, 2 * i), get(sp, 2 * i + 1), half);
-        lo >>= 1;
-        hi >>= 1;
-        half *= 2;
-    }
-    /* one path: carry the new node up in registers, stop where nothing changes */
-    uint32_t i = lo;
-    node cur = combine(get(sp, 2 * i), get(sp, 2 * i + 1), half);
-    for (;;) {
-        if (node_eq(sp->tree[i], cur))
-            return;
-        sp->tree[i] = cur;
-        if (i == 1)
-            return;
-        node sib = sp->tree[i ^ 1];
-        half *= 2;
-        cur = (i & 1) ? combine(sib, cur, half) : combine(cur, sib, half);
-        i >>= 1;
     }
 }
 
@@ -316,6 +326,91 @@ static inline int bit_free(const fast_spool *sp, uint32_t i)
     return (sp->bits[i >> 6] >> (i & 63)) & 1;
 }
 
+/* ---- word values and the tree of maxima ---------------------------------------------- */
+
+/* The bits of word w that belong to runs starting in it: the prefix that continues a run
+ * from the word before is cleared. */
+static inline uint64_t starting_bits(const fast_spool *sp, uint32_t w)
+{
+    uint64_t x = sp->bits[w];
+    if (w > 0 && (sp->bits[w - 1] >> 63) && x) {
+        if (x == ~0ull)
+            return 0;
+        x &= ~0ull << __builtin_ctzll(~x);
+    }
+    return x;
+}
+
+/* The first bit of the run that reaches bit 63 of x (x has bit 63 set). */
+static inline uint32_t suffix_start(uint64_t x)
+{
+    return x == ~0ull ? 0 : 64 - (uint32_t)__builtin_clzll(~x);
+}
+
+/* A free run the operation just made, whose end need not be searched for again. */
+typedef struct known_run {
+    uint32_t start, end;
+} known_run;
+
+/* Word w's value: the longest free run that starts in it. k[0..1]: runs whose ends are
+ * known (start == end: none). */
+static uint32_t word_value(const fast_spool *sp, uint32_t w, const known_run *k)
+{
+    uint64_t x = starting_bits(sp, w);
+    if (!x)
+        return 0;
+    uint32_t best = 0;
+    if (x >> 63) { /* the last run may go on into the next words */
+        uint32_t s = suffix_start(x), at = w * 64 + s;
+        uint32_t end = at == k[0].start && k[0].end > at   ? k[0].end
+                       : at == k[1].start && k[1].end > at ? k[1].end
+                                                           : next_reserved(sp, (w + 1) * 64);
+        best = end - at;
+        x = s ? x & ((1ull << s) - 1) : 0;
+    }
+    if (x) {
+        uint32_t in = word_maxrun(x);
+        best = in > best ? in : best;
+    }
+    return best;
+}
+
+/* Set entry idx of level 0 to v and carry the change up while a maximum changes. */
+static void set_value(fast_spool *sp, uint32_t idx, uint32_t v)
+{
+    for (int k = 0;; k++) {
+        uint32_t *a = sp->level[k];
+        uint32_t old = a[idx];
+        if (old == v)
+            return;
+        a[idx] = v;
+        uint32_t above = k < sp->top ? sp->level[k + 1][idx / FAN] : sp->largest;
+        if (v < above && old < above)
+            return; /* neither was the maximum: it stands */
+        uint32_t now = v >= above ? v : max_of(a + (idx & ~(uint32_t)(FAN - 1)));
+        if (k == sp->top) {
+            sp->largest = now;
+            return;
+        }
+        v = now;
+        idx /= FAN;
+    }
+}
+
+/* Recompute the values of the words an operation may have changed: those holding the
+ * start of the (old or merged) run a, the request's start, and the index after it. k: the
+ * free runs the operation left, their ends known. */
+static void touch_words(fast_spool *sp, uint32_t a, uint32_t start, uint32_t after,
+                        const known_run *k)
+{
+    uint32_t w0 = a >> 6, w1 = start >> 6, w2 = after < sp->total ? after >> 6 : NONE;
+    set_value(sp, w0, word_value(sp, w0, k));
+    if (w1 != w0)
+        set_value(sp, w1, word_value(sp, w1, k));
+    if (w2 != NONE && w2 != w0 && w2 != w1)
+        set_value(sp, w2, word_value(sp, w2, k));
+}
+
 /* ---- statistics --------------------------------------------------------------------- */
 
 static inline int bucket(uint32_t len) /* ptl__spool_hist_bucket, inlined */
@@ -348,26 +443,38 @@ ptl__spool *ptl__spool_fast_create(uint32_t total, int policy)
     sp->base.ops = &fast_ops;
     sp->total = total;
     sp->policy = policy;
-    uint32_t words = (uint32_t)(((uint64_t)total + 63) / 64);
-    sp->leaves = 1;
-    while (sp->leaves < words)
-        sp->leaves *= 2;
-    sp->bits = ptl__xcalloc(sp->leaves, sizeof *sp->bits);
-    sp->tree = ptl__xcalloc(sp->leaves > 1 ? sp->leaves : 2, sizeof *sp->tree);
-    hb_init(&sp->notfull, sp->leaves);
-    hb_init(&sp->notempty, sp->leaves);
-    for (uint32_t w = 0; w < sp->leaves; w++) {
-        uint32_t left = w < words ? total - w * 64 : 0;
+    sp->words = (uint32_t)(((uint64_t)total + 63) / 64);
+    uint32_t words = sp->words ? sp->words : 1;
+    sp->bits = ptl__xcalloc(words, sizeof *sp->bits);
+    for (uint32_t w = 0; w < sp->words; w++) {
+        uint32_t left = total - w * 64;
         sp->bits[w] = left >= 64 ? ~0ull : (1ull << left) - 1;
+    }
+    hb_init(&sp->notfull, words);
+    hb_init(&sp->notempty, words);
+    for (uint32_t w = 0; w < words; w++) {
         if (sp->bits[w] != ~0ull)
             hb_set(&sp->notfull, w, 1);
         if (sp->bits[w] != 0)
             hb_set(&sp->notempty, w, 1);
     }
-    uint32_t half = 64;
-    for (uint32_t lo = sp->leaves / 2; lo >= 1; lo /= 2, half *= 2)
-        for (uint32_t i = lo; i < 2 * lo; i++)
-            sp->tree[i] = combine(get(sp, 2 * i), get(sp, 2 * i + 1), half);
+    /* levels: round each up to whole nodes; the top has one node */
+    uint32_t n = words;
+    for (int k = 0;; k++) {
+        PTL_ASSERT(k < MAX_LEVELS);
+        sp->entries[k] = (n + FAN - 1) / FAN * FAN;
+        sp->level[k] = ptl__xcalloc(sp->entries[k], sizeof(uint32_t));
+        sp->top = k;
+        if (sp->entries[k] == FAN)
+            break;
+        n = sp->entries[k] / FAN;
+    }
+    if (total) { /* one run: it starts in word 0 */
+        sp->level[0][0] = total;
+        for (int k = 1; k <= sp->top; k++)
+            sp->level[k][0] = total;
+    }
+    sp->largest = total;
     sp->free = total;
     run_add(sp, total);
     return &sp->base;
@@ -377,7 +484,8 @@ static void fast_destroy(ptl__spool *base)
 {
     fast_spool *sp = FAST(base);
     free(sp->bits);
-    free(sp->tree);
+    for (int k = 0; k <= sp->top; k++)
+        free(sp->level[k]);
     hb_free(&sp->notfull);
     hb_free(&sp->notempty);
     free(sp);
@@ -386,27 +494,16 @@ static void fast_destroy(ptl__spool *base)
 static int64_t fast_alloc(ptl__spool *base, uint32_t n)
 {
     fast_spool *sp = FAST(base);
-    if (get(sp, 1).max < n)
+    if (sp->largest < n)
         return -1;
-    uint32_t i = 1, at;
-    uint64_t lo = 0, half = (uint64_t)sp->leaves * 32; /* span of i's children */
-    for (;;) {
-        if (i >= sp->leaves) {
-            at = (uint32_t)lo + word_window(sp->bits[i - sp->leaves], n);
-            break;
-        }
-        node l = get(sp, 2 * i), r = get(sp, 2 * i + 1);
-        if (l.max >= n) {
-            i = 2 * i;
-        } else if ((uint64_t)l.suf + r.pre >= n) {
-            at = (uint32_t)(lo + half - l.suf);
-            break;
-        } else {
-            i = 2 * i + 1;
-            lo += half;
-        }
-        half /= 2;
-    }
+    uint32_t idx = 0; /* descend: the first entry >= n at every level */
+    for (int k = sp->top; k >= 0; k--)
+        idx = idx * FAN + first_ge(sp->level[k] + idx * FAN, n);
+    /* idx: the lowest word where a run of >= n starts; now the run itself */
+    uint64_t x = starting_bits(sp, idx);
+    uint64_t fits = n <= 64 ? word_windows(x, n) : 0;
+    PTL_ASSERT(fits || (x >> 63)); /* else the value lied */
+    uint32_t at = idx * 64 + (fits ? (uint32_t)__builtin_ctzll(fits) : suffix_start(x));
     /* at: the low end of the lowest run that fits; end: that run's end */
     uint32_t end = next_reserved(sp, at + n);
     uint32_t start = sp->policy == 0 ? at : end - n;
@@ -414,6 +511,8 @@ static int64_t fast_alloc(ptl__spool *base, uint32_t n)
     run_add(sp, end - at - n);
     sp->free -= n;
     paint(sp, start, n, 0);
+    known_run k[2] = {{start + n, end}, {at, start}}; /* the remainder: high or low side */
+    touch_words(sp, at, start, start + n, k);
     return start;
 }
 
@@ -431,6 +530,8 @@ static int fast_reserve_at(ptl__spool *base, uint32_t start, uint32_t n)
     run_add(sp, end - start - n);
     sp->free -= n;
     paint(sp, start, n, 0);
+    known_run k[2] = {{a, start}, {start + n, end}};
+    touch_words(sp, a, start, start + n, k);
     return 0;
 }
 
@@ -456,6 +557,8 @@ static void fast_release(ptl__spool *base, uint32_t start, uint32_t n)
     run_add(sp, end - a);
     sp->free += n;
     paint(sp, start, n, 1);
+    known_run k[2] = {{a, end}, {a, a}};
+    touch_words(sp, a, start, start + n, k);
 }
 
 static uint32_t fast_free_count(const ptl__spool *base)
@@ -465,7 +568,7 @@ static uint32_t fast_free_count(const ptl__spool *base)
 
 static uint32_t fast_largest(const ptl__spool *base)
 {
-    return get(CFAST(base), 1).max;
+    return CFAST(base)->largest;
 }
 
 static void fast_stats_get(const ptl__spool *base, ptl__spool_stats *out)
@@ -473,7 +576,7 @@ static void fast_stats_get(const ptl__spool *base, ptl__spool_stats *out)
     const fast_spool *sp = CFAST(base);
     out->total = sp->total;
     out->free = sp->free;
-    out->largest = get(sp, 1).max;
+    out->largest = sp->largest;
     out->runs = sp->runs;
     memcpy(out->hist, sp->hist, sizeof out->hist);
 }
@@ -489,7 +592,7 @@ static void fast_each_free(const ptl__spool *base, int (*fn)(void *, uint32_t, u
     }
 }
 
-/* The check's own scan, independent of the tree: first index >= x whose bit is v. */
+/* The check's own scan, independent of the summaries: first index >= x whose bit is v. */
 static uint32_t scan_bits(const fast_spool *sp, uint32_t x, int v)
 {
     for (uint64_t i = x; i < sp->total;) {
@@ -509,10 +612,8 @@ static uint32_t scan_bits(const fast_spool *sp, uint32_t x, int v)
 static int fast_check(const ptl__spool *base, FILE *why)
 {
     const fast_spool *sp = CFAST(base);
-    uint32_t words = (uint32_t)(((uint64_t)sp->total + 63) / 64);
-    for (uint32_t w = 0; w < sp->leaves; w++) {
-        uint64_t may =
-            w < words ? (sp->total - w * 64 >= 64 ? ~0ull : (1ull << (sp->total - w * 64)) - 1) : 0;
+    for (uint32_t w = 0; w < sp->words; w++) {
+        uint64_t may = sp->total - w * 64 >= 64 ? ~0ull : (1ull << (sp->total - w * 64)) - 1;
         if (sp->bits[w] & ~may) {
             fprintf(why, "spool: word %u has free bits beyond the end %u\n", w, sp->total);
             return -1;
@@ -536,19 +637,8 @@ static int fast_check(const ptl__spool *base, FILE *why)
             }
         }
     }
-    /* bottom up: every internal node against its children (words, or nodes checked) */
-    uint32_t half = 64;
-    for (uint32_t lo = sp->leaves / 2; lo >= 1; lo /= 2, half *= 2) {
-        for (uint32_t i = lo; i < 2 * lo; i++) {
-            node want = combine(get(sp, 2 * i), get(sp, 2 * i + 1), half);
-            if (!node_eq(want, sp->tree[i])) {
-                fprintf(why, "spool: node %u is {%u,%u,%u}, its children give {%u,%u,%u}\n", i,
-                        sp->tree[i].max, sp->tree[i].pre, sp->tree[i].suf, want.max, want.pre,
-                        want.suf);
-                return -1;
-            }
-        }
-    }
+    /* word values from a plain scan of the runs: each run's length at its start word */
+    uint32_t *want = ptl__xcalloc(sp->entries[0], sizeof *want);
     ptl__spool_stats st;
     memset(&st, 0, sizeof st);
     for (uint32_t s = scan_bits(sp, 0, 1); s < sp->total;) {
@@ -558,14 +648,42 @@ static int fast_check(const ptl__spool *base, FILE *why)
         if (e - s > st.largest)
             st.largest = e - s;
         st.hist[ptl__spool_hist_bucket(e - s)]++;
+        if (e - s > want[s >> 6])
+            want[s >> 6] = e - s;
         s = scan_bits(sp, e, 1);
     }
-    if (st.free != sp->free || st.runs != sp->runs || st.largest != get(sp, 1).max ||
+    int bad = 0;
+    for (uint32_t w = 0; w < sp->entries[0] && !bad; w++) {
+        if (sp->level[0][w] != want[w]) {
+            fprintf(why, "spool: word %u says its longest starting run is %u, the bitmap %u\n", w,
+                    sp->level[0][w], want[w]);
+            bad = 1;
+        }
+    }
+    free(want);
+    if (bad)
+        return -1;
+    for (int k = 1; k <= sp->top; k++) {
+        for (uint32_t j = 0; j < sp->entries[k]; j++) {
+            uint32_t m = j < sp->entries[k - 1] / FAN ? max_of(sp->level[k - 1] + j * FAN) : 0;
+            if (sp->level[k][j] != m) {
+                fprintf(why, "spool: level %d entry %u is %u, its children give %u\n", k, j,
+                        sp->level[k][j], m);
+                return -1;
+            }
+        }
+    }
+    if (sp->largest != max_of(sp->level[sp->top])) {
+        fprintf(why, "spool: largest %u is not the top's maximum %u\n", sp->largest,
+                max_of(sp->level[sp->top]));
+        return -1;
+    }
+    if (st.free != sp->free || st.runs != sp->runs || st.largest != sp->largest ||
         memcmp(st.hist, sp->hist, sizeof st.hist) != 0) {
         fprintf(why,
                 "spool: counters say %u free in %u runs (largest %u), the bitmap holds %u free "
                 "in %u runs (largest %u)%s\n",
-                sp->free, sp->runs, get(sp, 1).max, st.free, st.runs, st.largest,
+                sp->free, sp->runs, sp->largest, st.free, st.runs, st.largest,
                 memcmp(st.hist, sp->hist, sizeof st.hist) ? "; histograms differ" : "");
         return -1;
     }
