@@ -116,23 +116,11 @@ PEPROCESS PsGetCurrentProcess(void)
 /* ---- memory access ------------------------------------------------------------------ */
 
 /* READ_/WRITE_REGISTER_* are HAL macros on NT, not calls: they do not tick the clock. A
- * small access that hits the TLB is served right here (the common case of a driver polling
- * a register); everything else takes the MMU's full path. The fast path keeps the slow
- * path's outcome: only a TLB entry the walk made can hit, a write needs the page writable
- * and already dirty, and a DPC touching user space still goes the slow way, where the
- * hazard is recorded. */
-static inline ptl__tlbe *register_hit(ptl_machine *m, uintptr_t a, size_t n, int write)
-{
-    if (a >= (1ull << 32) || n > 8 || (a & PTL_PAGE_MASK) + n > PTL_PAGE_SIZE || m->nislands ||
-        m->stop.stopped || (m->kernel.in_dpc && a < m->pte.system_start))
-        return NULL;
-    ptl__tlbe *e = &m->mmu.tlb[(a >> 12) % PTL_TLB_ENTRIES];
-    if (e->tag != (a >> 12) + 1 || !e->host || (write && !(e->writable && e->dirty)))
-        return NULL;
-    m->mmu.hits++;
-    return e;
-}
-
+ * small access that hits the TLB is served by ptl__register_hit (ptelab/fastpath.h, inline
+ * in the driver's own code); everything else takes the MMU's full path. The fast path keeps
+ * the slow path's outcome: only a TLB entry the walk made can hit, a write needs the page
+ * writable and already dirty, and a DPC touching user space still goes the slow way, where
+ * the hazard is recorded. */
 static ptl_machine *register_enter(void)
 {
     ptl_machine *m = ptl_current();
@@ -149,9 +137,9 @@ static ptl_machine *register_enter(void)
 void ptl_kread(const volatile void *addr, void *out, size_t n)
 {
     ptl_machine *m = register_enter();
-    ptl__tlbe *e = register_hit(m, (uintptr_t)addr, n, 0);
-    if (e)
-        memcpy(out, e->host + ((uintptr_t)addr & PTL_PAGE_MASK), n);
+    uint8_t *host = ptl__register_hit(addr, n, 0);
+    if (host)
+        memcpy(out, host, n);
     else if (EMULATED(addr))
         ptl__kaccess(m, (uint32_t)(uintptr_t)addr, out, n, 0);
     else
@@ -161,9 +149,9 @@ void ptl_kread(const volatile void *addr, void *out, size_t n)
 void ptl_kwrite(volatile void *addr, const void *in, size_t n)
 {
     ptl_machine *m = register_enter();
-    ptl__tlbe *e = register_hit(m, (uintptr_t)addr, n, 1);
-    if (e)
-        memcpy(e->host + ((uintptr_t)addr & PTL_PAGE_MASK), in, n);
+    uint8_t *host = ptl__register_hit(addr, n, 1);
+    if (host)
+        memcpy(host, in, n);
     else if (EMULATED(addr))
         ptl__kaccess(m, (uint32_t)(uintptr_t)addr, (void *)(uintptr_t)in, n, 1);
     else

@@ -72,7 +72,8 @@ typedef ptl_frame ptl__frame; /* see ptelab.h */
 #define PTL_MAX_ISLANDS 32
 
 struct ptl_machine {
-    uint32_t magic; /* PTL__MACHINE_MAGIC while alive: catches foreign handles */
+    ptl__fastpath fast; /* first: the inline register accessors read it (ptelab/fastpath.h) */
+    uint32_t magic;     /* PTL__MACHINE_MAGIC while alive: catches foreign handles */
     ptl_config cfg;
     ptl__phys phys;
     ptl__hal hal;

@@ -139,6 +139,7 @@ static uint32_t run_call(ptl_machine *m, ptl_process *p, ptl_driver *d, void (*f
         ptl__set_current(m);
         m->kernel.current_driver = d ? d->id : 0;
         m->kernel.in_dpc = dpc;
+        ptl__mmu_fast_sync(m);
         if (dpc) {
             m->kernel.irql = 2; /* DISPATCH_LEVEL, in the context that ran last */
         } else {
@@ -153,6 +154,7 @@ static uint32_t run_call(ptl_machine *m, ptl_process *p, ptl_driver *d, void (*f
     ptl__leave(m, &f);
     m->kernel.irql = prev_irql;
     m->kernel.in_dpc = prev_dpc;
+    ptl__mmu_fast_sync(m);
     m->kernel.current_driver = prev_driver;
     ptl__set_current(prev_machine);
     return ptl__stop_result(m, stop);

@@ -18,7 +18,8 @@
 #include <string.h>
 #include <strings.h>
 
-static _Thread_local ptl_machine *tls_current;
+/* The thread's current machine: ptelab's one global (ptelab/fastpath.h). */
+_Thread_local ptl_machine *ptl__tls_machine;
 static _Thread_local char tls_error[512];
 
 void ptl__assert_fail(const char *expr, const char *file, int line)
@@ -72,7 +73,7 @@ char *ptl__xstrdup(const char *s)
 
 ptl_machine *ptl_current(void)
 {
-    return tls_current;
+    return ptl__tls_machine;
 }
 
 static const char *const profile_names[] = {"nt4sp3", "nt4sp4", "win2000", "winxp"};
@@ -115,7 +116,7 @@ uint64_t ptl_parse_size(const char *s)
 
 void ptl__set_current(ptl_machine *m)
 {
-    tls_current = m;
+    ptl__tls_machine = m;
 }
 
 bool ptl__machine_ok(const ptl_machine *m)
@@ -307,8 +308,8 @@ void ptl_shutdown(ptl_machine *m)
 {
     if (!m || m->magic != PTL__MACHINE_MAGIC)
         return;
-    if (tls_current == m)
-        tls_current = NULL;
+    if (ptl__tls_machine == m)
+        ptl__tls_machine = NULL;
     machine_free(m);
 }
 

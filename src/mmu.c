@@ -24,10 +24,25 @@
 
 #include <string.h>
 
+/* The lowest address the inline register path may serve in the machine's state. */
+static uint64_t fast_min_va(const ptl_machine *m)
+{
+    if (m->stop.stopped || m->nislands)
+        return 1ull << 32; /* a STOP re-lands in the slow path; islands are host memory */
+    return m->kernel.in_dpc ? m->pte.system_start : 0;
+}
+
+void ptl__mmu_fast_sync(ptl_machine *m)
+{
+    m->fast.min_va = fast_min_va(m);
+}
+
 void ptl__mmu_init(ptl_machine *m, uint32_t cr3)
 {
     memset(&m->mmu, 0, sizeof m->mmu);
     m->mmu.cr3 = cr3;
+    m->fast.tlb = m->mmu.tlb;
+    ptl__mmu_fast_sync(m);
 }
 
 void ptl__mmu_flush(ptl_machine *m, int include_global)
@@ -224,6 +239,14 @@ ptl__fault ptl__mmu_fill(ptl_machine *m, uint32_t va, int value, size_t n, int u
 
 int ptl__mmu_check(ptl_machine *m, FILE *why)
 {
+    if (m->fast.tlb != m->mmu.tlb || m->fast.min_va != fast_min_va(m)) {
+        fprintf(why,
+                "mmu: the inline register path is stale (TLB %p, serves from %llx; the "
+                "machine says %p, %llx)\n",
+                (const void *)m->fast.tlb, (unsigned long long)m->fast.min_va, (void *)m->mmu.tlb,
+                (unsigned long long)fast_min_va(m));
+        return -1;
+    }
     for (uint32_t i = 0; i < PTL_TLB_ENTRIES; i++) {
         const ptl__tlbe *e = &m->mmu.tlb[i];
         if (!e->tag)

@@ -5,14 +5,9 @@
 #include <stdint.h>
 #include <stddef.h>
 
-#define PTL_TLB_ENTRIES 256u /* direct mapped on the low bits of the virtual page number */
+#include <ptelab/fastpath.h> /* ptl__tlbe, PTL__TLB_ENTRIES: the inline register path reads them */
 
-typedef struct ptl__tlbe {
-    uint32_t tag; /* virtual page number + 1; 0 empty */
-    uint32_t pfn;
-    uint8_t *host; /* host bytes of the frame */
-    uint8_t writable, user, dirty, global;
-} ptl__tlbe;
+#define PTL_TLB_ENTRIES PTL__TLB_ENTRIES
 
 /* Why an access failed. */
 typedef enum ptl__fault {
@@ -36,6 +31,9 @@ typedef struct ptl__mmu {
 
 struct ptl_machine;
 void ptl__mmu_init(struct ptl_machine *m, uint32_t cr3);
+/* Recompute which addresses the inline register path may serve (ptelab/fastpath.h): call
+ * whenever the stop state or the DPC state changes. */
+void ptl__mmu_fast_sync(struct ptl_machine *m);
 void ptl__mmu_set_cr3(struct ptl_machine *m, uint32_t cr3);   /* flushes non-global entries */
 void ptl__mmu_invalidate(struct ptl_machine *m, uint32_t va); /* INVLPG */
 void ptl__mmu_flush(struct ptl_machine *m, int include_global);

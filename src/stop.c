@@ -235,6 +235,7 @@ static void bugcheck_v(ptl_machine *m, uint32_t code, uint64_t p1, uint64_t p2, 
 {
     if (!m->stop.stopped) {
         m->stop.stopped = 1;
+        ptl__mmu_fast_sync(m); /* no more inline register access */
         m->stop.info.code = code;
         m->stop.info.param[0] = p1 & 0xFFFFFFFFu; /* x86: ULONG_PTR parameters */
         m->stop.info.param[1] = p2 & 0xFFFFFFFFu;

@@ -27,6 +27,7 @@
 #include <string.h>
 #include <ptelab/ntbase.h>
 #include <ptelab/ptelab.h>
+#include <ptelab/fastpath.h>
 
 #if defined(__GNUC__)
 #pragma GCC diagnostic ignored "-Wpointer-to-int-cast"
@@ -492,36 +493,46 @@ VOID MmUnmapReservedMapping(PVOID BaseAddress, ULONG PoolTag, PMDL MemoryDescrip
 void ptl_kread(const volatile void *addr, void *out, size_t n);
 void ptl_kwrite(volatile void *addr, const void *in, size_t n);
 
-static inline UCHAR READ_REGISTER_UCHAR(volatile UCHAR *Register)
+/* ---- the inline register path: see ptelab/fastpath.h ---- */
+
+/* The host bytes behind an n-byte access at r on a TLB hit (a write needs the page
+ * writable and already dirty), or NULL. */
+static inline uint8_t *ptl__register_hit(const volatile void *r, size_t n, int write)
 {
-    UCHAR v;
-    ptl_kread(Register, &v, sizeof v);
-    return v;
+    const ptl__fastpath *f = (const ptl__fastpath *)(const void *)ptl__tls_machine;
+    uint64_t a = (uint64_t)(uintptr_t)r;
+    if (!f || a < f->min_va || a >= (1ull << 32) || (a & 0xFFF) + n > 0x1000)
+        return NULL;
+    const ptl__tlbe *e = &f->tlb[(a >> 12) % PTL__TLB_ENTRIES];
+    if (e->tag != (uint32_t)(a >> 12) + 1 || !e->host || (write && !(e->writable && e->dirty)))
+        return NULL;
+    return e->host + (a & 0xFFF);
 }
-static inline USHORT READ_REGISTER_USHORT(volatile USHORT *Register)
-{
-    USHORT v;
-    ptl_kread(Register, &v, sizeof v);
-    return v;
-}
-static inline ULONG READ_REGISTER_ULONG(volatile ULONG *Register)
-{
-    ULONG v;
-    ptl_kread(Register, &v, sizeof v);
-    return v;
-}
-static inline VOID WRITE_REGISTER_UCHAR(volatile UCHAR *Register, UCHAR Value)
-{
-    ptl_kwrite(Register, &Value, sizeof Value);
-}
-static inline VOID WRITE_REGISTER_USHORT(volatile USHORT *Register, USHORT Value)
-{
-    ptl_kwrite(Register, &Value, sizeof Value);
-}
-static inline VOID WRITE_REGISTER_ULONG(volatile ULONG *Register, ULONG Value)
-{
-    ptl_kwrite(Register, &Value, sizeof Value);
-}
+
+#define PTL__REGISTER_RW(type, suffix)                                              \
+    static inline type READ_REGISTER_##suffix(volatile type *Register)              \
+    {                                                                               \
+        type v;                                                                     \
+        uint8_t *host = ptl__register_hit(Register, sizeof v, 0);                   \
+        if (host)                                                                   \
+            memcpy(&v, host, sizeof v);                                             \
+        else                                                                        \
+            ptl_kread(Register, &v, sizeof v);                                      \
+        return v;                                                                   \
+    }                                                                               \
+    static inline VOID WRITE_REGISTER_##suffix(volatile type *Register, type Value) \
+    {                                                                               \
+        uint8_t *host = ptl__register_hit(Register, sizeof Value, 1);               \
+        if (host)                                                                   \
+            memcpy(host, &Value, sizeof Value);                                     \
+        else                                                                        \
+            ptl_kwrite(Register, &Value, sizeof Value);                             \
+    }
+PTL__REGISTER_RW(UCHAR, UCHAR)
+PTL__REGISTER_RW(USHORT, USHORT)
+PTL__REGISTER_RW(ULONG, ULONG)
+#undef PTL__REGISTER_RW
+
 /* The _BUFFER_ forms read or write Count elements at consecutive addresses. */
 static inline VOID READ_REGISTER_BUFFER_UCHAR(volatile UCHAR *Register, PUCHAR Buffer, ULONG Count)
 {
