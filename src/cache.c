@@ -13,9 +13,15 @@
  * profile: a failure on XP, a recorded hazard on NT 4.0 and 2000.
  *
  * Structure: an open-addressing hash table keyed by PFN (linear probing, tombstones),
- * because I/O-space frames have no PFN entry to hold the attribute.
- * Invariant (ptl__cache_check): live == number of slots with count > 0; every such slot
- * holds a valid attribute.
+ * because I/O-space frames have no PFN entry to hold the attribute, for mappings counted a
+ * frame at a time (MDL mappings, noncached memory); and a list of whole ranges for mappings
+ * of several contiguous frames (MmMapIoSpace), so that mapping an aperture costs one record
+ * rather than one per page. A frame's attribute: its table entry when it has one, else the
+ * most recent range covering it, else MmCached for RAM in use. While two attributes are in
+ * force at once (NT 4.0 lets it happen, the caller records the hazard), the most recent
+ * mapping's wins; when it goes, a range reverts to the attribute of the one still there.
+ * Invariant (ptl__cache_check): live == number of slots with count > 0; every such slot and
+ * every range holds a valid attribute; no range is empty or runs past 4 GB.
  */
 #include "internal.h"
 
@@ -38,6 +44,7 @@ void ptl__cache_init(ptl_machine *m)
 void ptl__cache_free(ptl_machine *m)
 {
     free(m->cache.slots);
+    free(m->cache.ranges);
     memset(&m->cache, 0, sizeof m->cache);
 }
 
@@ -84,11 +91,22 @@ static ptl__cache_entry *lookup(ptl__cache *c, uint32_t pfn, int insert)
     }
 }
 
+static int range_attr(const ptl__cache *c, uint32_t pfn)
+{
+    for (uint32_t i = c->nranges; i-- > 0;)
+        if (pfn - c->ranges[i].pfn < c->ranges[i].n)
+            return c->ranges[i].attr;
+    return -1;
+}
+
 int ptl__cache_current(ptl_machine *m, uint32_t pfn)
 {
     ptl__cache_entry *e = lookup(&m->cache, pfn, 0);
     if (e && e->count)
         return e->attr;
+    int r = range_attr(&m->cache, pfn);
+    if (r >= 0)
+        return r;
     if (pfn < m->phys.ram_pages && pfn < m->phys.hwm && m->phys.pfn[pfn].Use != PTL_USE_FREE)
         return 1; /* MmCached: the system's own mapping of its RAM */
     return -1;
@@ -97,6 +115,17 @@ int ptl__cache_current(ptl_machine *m, uint32_t pfn)
 int ptl__cache_conflict(ptl_machine *m, uint32_t pfn, uint32_t n, int attr, uint32_t *at,
                         int *existing)
 {
+    /* The common case at a glance: device memory that no frame-at-a-time mapping touches
+     * and no range of another attribute overlaps cannot conflict. */
+    const ptl__cache *c = &m->cache;
+    int quick = pfn >= m->phys.ram_pages && c->live_io == 0;
+    for (uint32_t i = 0; quick && i < c->nranges; i++) {
+        const ptl__cache_range *r = &c->ranges[i];
+        if (r->attr != attr && r->pfn < pfn + n && pfn < r->pfn + r->n)
+            quick = 0;
+    }
+    if (quick)
+        return 0;
     for (uint32_t i = 0; i < n; i++) {
         int cur = ptl__cache_current(m, pfn + i);
         if (cur >= 0 && cur != attr) {
@@ -113,12 +142,22 @@ int ptl__cache_conflict(ptl_machine *m, uint32_t pfn, uint32_t n, int attr, uint
 
 void ptl__cache_ref(ptl_machine *m, uint32_t pfn, uint32_t n, int attr)
 {
+    ptl__cache *c = &m->cache;
+    if (n > 1) {
+        if (c->nranges == c->capranges) {
+            c->capranges = c->capranges ? 2 * c->capranges : 16;
+            c->ranges = ptl__xrealloc(c->ranges, c->capranges * sizeof *c->ranges);
+        }
+        c->ranges[c->nranges++] = (ptl__cache_range){pfn, n, (int8_t)attr};
+        return;
+    }
     for (uint32_t i = 0; i < n; i++) {
-        ptl__cache_entry *e = lookup(&m->cache, pfn + i, 1);
+        ptl__cache_entry *e = lookup(c, pfn + i, 1);
         if (e->count == 0) {
             e->attr = (int8_t)attr;
             e->tombstone = 0;
-            m->cache.live++;
+            c->live++;
+            c->live_io += pfn + i >= m->phys.ram_pages;
         }
         /* on NT 4.0 a second attribute can be in force at once; the latest wins here,
          * the hazard was recorded by the caller */
@@ -130,32 +169,53 @@ void ptl__cache_ref(ptl_machine *m, uint32_t pfn, uint32_t n, int attr)
 
 void ptl__cache_unref(ptl_machine *m, uint32_t pfn, uint32_t n)
 {
+    ptl__cache *c = &m->cache;
+    if (n > 1) { /* the most recent range of exactly this span */
+        uint32_t i = c->nranges;
+        while (i-- > 0 && !(c->ranges[i].pfn == pfn && c->ranges[i].n == n))
+            ;
+        PTL_ASSERT(i < c->nranges);
+        memmove(&c->ranges[i], &c->ranges[i + 1], (c->nranges - i - 1) * sizeof *c->ranges);
+        c->nranges--;
+        return;
+    }
     for (uint32_t i = 0; i < n; i++) {
-        ptl__cache_entry *e = lookup(&m->cache, pfn + i, 0);
+        ptl__cache_entry *e = lookup(c, pfn + i, 0);
         PTL_ASSERT(e && e->count > 0);
         if (--e->count == 0) {
             e->tombstone = 1;
-            m->cache.live--;
+            c->live--;
+            c->live_io -= pfn + i >= m->phys.ram_pages;
         }
     }
 }
 
 int ptl__cache_check(ptl_machine *m, FILE *why)
 {
-    uint32_t live = 0;
+    uint32_t live = 0, live_io = 0;
     for (uint32_t i = 0; i < m->cache.cap; i++) {
         const ptl__cache_entry *e = &m->cache.slots[i];
         if (!e->pfn_plus1 || !e->count)
             continue;
         live++;
+        live_io += e->pfn_plus1 - 1 >= m->phys.ram_pages;
         if (e->attr < 0 || e->attr > 5) {
             fprintf(why, "cache: frame 0x%x has attribute %d\n", e->pfn_plus1 - 1, e->attr);
             return -1;
         }
     }
-    if (live != m->cache.live) {
-        fprintf(why, "cache: %u frames tracked, counter says %u\n", live, m->cache.live);
+    if (live != m->cache.live || live_io != m->cache.live_io) {
+        fprintf(why, "cache: %u frames tracked (%u device), counters say %u (%u)\n", live, live_io,
+                m->cache.live, m->cache.live_io);
         return -1;
+    }
+    for (uint32_t i = 0; i < m->cache.nranges; i++) {
+        const ptl__cache_range *r = &m->cache.ranges[i];
+        if (r->n < 2 || r->attr < 0 || r->attr > 5 || (uint64_t)r->pfn + r->n > (1ull << 20)) {
+            fprintf(why, "cache: range %u (frames 0x%x+%u, attribute %d) is malformed\n", i, r->pfn,
+                    r->n, r->attr);
+            return -1;
+        }
     }
     return 0;
 }

@@ -11,9 +11,18 @@ typedef struct ptl__cache_entry {
     uint8_t tombstone;
 } ptl__cache_entry;
 
+/* A mapping of several contiguous frames with one attribute (MmMapIoSpace), kept whole. */
+typedef struct ptl__cache_range {
+    uint32_t pfn, n;
+    int8_t attr;
+} ptl__cache_range;
+
 typedef struct ptl__cache {
     ptl__cache_entry *slots;
     uint32_t cap, used, live;
+    uint32_t live_io;         /* of live: frames beyond RAM (device memory) */
+    ptl__cache_range *ranges; /* in the order they were made: the last covering one wins */
+    uint32_t nranges, capranges;
     uint64_t conflicts;
 } ptl__cache;
 
@@ -27,6 +36,8 @@ int ptl__cache_current(struct ptl_machine *m, uint32_t pfn);
  * and *existing say where and what. */
 int ptl__cache_conflict(struct ptl_machine *m, uint32_t pfn, uint32_t n, int attr, uint32_t *at,
                         int *existing);
+/* Count a mapping of [pfn, pfn+n) with attr; unref takes the same (pfn, n) back. One frame
+ * is counted in the table, a longer run is kept as one range. */
 void ptl__cache_ref(struct ptl_machine *m, uint32_t pfn, uint32_t n, int attr);
 void ptl__cache_unref(struct ptl_machine *m, uint32_t pfn, uint32_t n);
 int ptl__cache_check(struct ptl_machine *m, FILE *why);

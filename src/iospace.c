@@ -60,8 +60,7 @@ uint32_t ptl__iospace_map(ptl_machine *m, uint64_t pa, uint32_t bytes, int cache
                         ptl__frame_use_name(first_pfn < m->phys.hwm ? m->phys.pfn[first_pfn].Use
                                                                     : PTL_USE_FREE));
     ptl__cache_ref(m, first_pfn, pages, cache);
-    for (uint32_t i = 0; i < pages; i++)
-        ptl__pte_write(m, 0, va + i * PTL_PAGE_SIZE, ptl__pte_make(first_pfn + i, 1, 0, cache));
+    ptl__pte_write_run(m, 0, va, pages, ptl__pte_make(first_pfn, 1, 0, cache), PTL_PAGE_SIZE);
     io->maps++;
     io->live_mappings++;
     io->live_pages += pages;

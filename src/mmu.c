@@ -66,6 +66,24 @@ void ptl__mmu_set_cr3(ptl_machine *m, uint32_t cr3)
     ptl__native_switch(m, cr3);
 }
 
+void ptl__mmu_invalidate_range(ptl_machine *m, uint32_t va, uint32_t n)
+{
+    if (n < PTL_TLB_ENTRIES / 4) {
+        for (uint32_t i = 0; i < n; i++)
+            ptl__mmu_invalidate(m, va + i * PTL_PAGE_SIZE);
+        return;
+    }
+    /* a long run: one pass over the TLB is cheaper than a probe per page */
+    uint32_t first = va >> 12;
+    for (uint32_t i = 0; i < PTL_TLB_ENTRIES; i++) {
+        ptl__tlbe *e = &m->mmu.tlb[i];
+        if (e->tag && e->tag - 1 - first < n) {
+            e->tag = 0;
+            m->mmu.invalidations++;
+        }
+    }
+}
+
 void ptl__mmu_invalidate(ptl_machine *m, uint32_t va)
 {
     ptl__tlbe *e = &m->mmu.tlb[(va >> 12) % PTL_TLB_ENTRIES];

@@ -36,6 +36,8 @@ void ptl__mmu_init(struct ptl_machine *m, uint32_t cr3);
 void ptl__mmu_fast_sync(struct ptl_machine *m);
 void ptl__mmu_set_cr3(struct ptl_machine *m, uint32_t cr3);   /* flushes non-global entries */
 void ptl__mmu_invalidate(struct ptl_machine *m, uint32_t va); /* INVLPG */
+/* INVLPG of n pages from va (a long run: one pass over the TLB). */
+void ptl__mmu_invalidate_range(struct ptl_machine *m, uint32_t va, uint32_t n);
 void ptl__mmu_flush(struct ptl_machine *m, int include_global);
 /* Translate va for an access; resolve_faults lets the memory manager bring in demand-zero
  * or paged-out pages (PASSIVE/APC level only). Returns PTL_FAULT_NONE and *pa. */

@@ -84,6 +84,46 @@ static void mirror_page(ptl_machine *m, uint32_t va, uint32_t pfn_plus1, int wri
     n->mirror_ops++;
 }
 
+/* mirror_page for count pages from va at once: frames pfn_plus1, pfn_plus1 + 1, ... (or none
+ * when pfn_plus1 is 0), one mmap for the lot unless the mirror already shows it. */
+static void mirror_run(ptl_machine *m, uint32_t va, uint32_t count, uint32_t pfn_plus1,
+                       int writable)
+{
+    if (count == 1 || va < LOW_START) {
+        for (uint32_t i = 0; i < count; i++)
+            mirror_page(m, va + i * PTL_PAGE_SIZE, pfn_plus1 ? pfn_plus1 + i : 0, writable);
+        return;
+    }
+    ptl__native *n = &m->native;
+    uint32_t page = va >> PTL_PAGE_SHIFT, same = 1;
+    for (uint32_t i = 0; i < count && same; i++)
+        same = n->shadow[page + i] == (pfn_plus1 ? pfn_plus1 + i : 0) &&
+               n->writable[page + i] == (uint8_t)writable;
+    if (same)
+        return;
+    void *at = (void *)(uintptr_t)va, *r;
+    size_t bytes = (size_t)count << PTL_PAGE_SHIFT;
+    if (pfn_plus1) {
+        for (uint32_t i = 0; i < count; i++)
+            ptl__phys_frame(&m->phys, pfn_plus1 - 1 + i); /* the frames' bytes now exist */
+        r = mmap(at, bytes, PROT_READ | (writable ? PROT_WRITE : 0), MAP_SHARED | MAP_FIXED,
+                 m->phys.memfd, (off_t)(pfn_plus1 - 1) << PTL_PAGE_SHIFT);
+    } else {
+        r = mmap(at, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1,
+                 0);
+    }
+    if (r == MAP_FAILED) {
+        fprintf(stderr, "ptelab: native mode: cannot map %08x+%u pages: %s\n", va, count,
+                strerror(errno));
+        abort();
+    }
+    for (uint32_t i = 0; i < count; i++) {
+        n->shadow[page + i] = pfn_plus1 ? pfn_plus1 + i : 0;
+        n->writable[page + i] = (uint8_t)writable;
+    }
+    n->mirror_ops++;
+}
+
 static uint32_t *words(ptl_machine *m, uint32_t pfn)
 {
     return (uint32_t *)ptl__phys_frame(&m->phys, pfn);
@@ -226,6 +266,41 @@ void ptl__native_pte(ptl_machine *m, uint32_t pd, uint32_t va, uint32_t pte)
     int ok = (pte & PTL_PTE_VALID) && decoded(m, pte >> PTL_PAGE_SHIFT);
     mirror_page(m, va, ok ? (pte >> PTL_PAGE_SHIFT) + 1 : NOT_MAPPED,
                 ok && (pde & pte & PTL_PTE_WRITE));
+}
+
+void ptl__native_pte_run(ptl_machine *m, uint32_t pd, uint32_t va, uint32_t n, uint32_t first,
+                         uint32_t step)
+{
+    if (!m->native.on)
+        return;
+    if (va < m->pte.system_start && pd != m->mmu.cr3)
+        return; /* another process's user space: mirrored when it runs */
+    /* split the run where the host view stops being one contiguous piece: a page table
+     * boundary (another PDE's write bit), a frame nothing decodes, a step that is neither
+     * 0 nor the next frame */
+    uint32_t seg_va = va, seg_want = 0, seg_len = 0;
+    int seg_w = 0;
+    uint32_t value = first;
+    for (uint32_t i = 0; i < n; i++, value += step) {
+        uint32_t at = va + i * PTL_PAGE_SIZE;
+        uint32_t pde = ptl__pde_read(m, m->mmu.cr3, at);
+        int ok = (value & PTL_PTE_VALID) && decoded(m, value >> PTL_PAGE_SHIFT);
+        uint32_t want = ok ? (value >> PTL_PAGE_SHIFT) + 1 : NOT_MAPPED;
+        int w = ok && (pde & value & PTL_PTE_WRITE);
+        int extends =
+            seg_len && w == seg_w && (seg_want ? want == seg_want + seg_len : want == NOT_MAPPED);
+        if (!extends) {
+            if (seg_len)
+                mirror_run(m, seg_va, seg_len, seg_want, seg_w);
+            seg_va = at;
+            seg_want = want;
+            seg_w = w;
+            seg_len = 0;
+        }
+        seg_len++;
+    }
+    if (seg_len)
+        mirror_run(m, seg_va, seg_len, seg_want, seg_w);
 }
 
 void ptl__native_pde(ptl_machine *m, uint32_t pd, uint32_t index, uint32_t pde)

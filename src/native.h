@@ -18,6 +18,9 @@ int ptl__native_start(struct ptl_machine *m, const char **why);
 void ptl__native_stop(struct ptl_machine *m);
 /* The PTE (or, with is_pde, the PDE at index va >> 22) for va changed. */
 void ptl__native_pte(struct ptl_machine *m, uint32_t pd, uint32_t va, uint32_t pte);
+/* The same for n PTEs from va: first, first + step, ... (ptl__pte_write_run). */
+void ptl__native_pte_run(struct ptl_machine *m, uint32_t pd, uint32_t va, uint32_t n,
+                         uint32_t first, uint32_t step);
 void ptl__native_pde(struct ptl_machine *m, uint32_t pd, uint32_t index, uint32_t pde);
 /* CR3 changed: swap the user half and the per-process part of the self-map. */
 void ptl__native_switch(struct ptl_machine *m, uint32_t new_pd);

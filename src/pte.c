@@ -20,7 +20,8 @@
  * (MiCheckPdeForPagedPool). ptelab writes it into every live PD at once; the result a
  * driver can observe is the same, and it keeps a simple invariant (docs/fidelity.md).
  *
- * ptl__pte_write is the only function that changes a PTE. It keeps:
+ * ptl__pte_write (one PTE) and ptl__pte_write_run (a run of them, the same rules in one
+ * pass per page table) are the only functions that change a PTE. They keep:
  *   - the PFN database: ShareCount of a RAM frame = number of valid PTEs and PDEs that map
  *     it (for page-table frames NT counts differently; see docs/fidelity.md), PteAddress
  *     and PteFrame of the first mapping;
@@ -34,6 +35,15 @@
 #include "internal.h"
 
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+
+/* {0, step, 2 step, 3 step} */
+static inline __m128i lane_steps(uint32_t step)
+{
+    return _mm_set_epi32((int)(3 * step), (int)(2 * step), (int)step, 0);
+}
+#endif
 
 static uint32_t *frame_words(ptl_machine *m, uint32_t pfn)
 {
@@ -216,6 +226,96 @@ void ptl__pte_write(ptl_machine *m, uint32_t pd, uint32_t va, uint32_t value)
         ptl__mmu_invalidate(m, va);
         ptl__native_pte(m, pd, va, value);
     }
+}
+
+/* Whether any of the k entries at slot is a valid mapping of RAM (which needs its PFN
+ * reference dropped before it is overwritten). */
+static int plain_scan(const uint32_t *slot, uint32_t k, uint32_t ram)
+{
+    uint32_t i = 0;
+    int ram_old = 0;
+#if defined(__SSE2__)
+    /* four at a time; frame numbers are below 2^20, so a signed compare is exact */
+    __m128i one = _mm_set1_epi32(1), lim = _mm_set1_epi32((int)ram), any = _mm_setzero_si128();
+    for (; i + 4 <= k; i += 4) {
+        __m128i old = _mm_loadu_si128((const __m128i *)(slot + i));
+        __m128i valid = _mm_cmpeq_epi32(_mm_and_si128(old, one), one);
+        __m128i in_ram = _mm_cmplt_epi32(_mm_srli_epi32(old, PTL_PAGE_SHIFT), lim);
+        any = _mm_or_si128(any, _mm_and_si128(valid, in_ram));
+    }
+    ram_old = _mm_movemask_epi8(any) != 0;
+#endif
+    for (; i < k; i++) {
+        uint32_t old = slot[i];
+        ram_old |= (old & PTL_PTE_VALID) && (old >> PTL_PAGE_SHIFT) < ram;
+    }
+    return ram_old;
+}
+
+/* slot[i] = value + i * step for i < k. */
+static void plain_fill(uint32_t *slot, uint32_t k, uint32_t value, uint32_t step)
+{
+    uint32_t i = 0;
+#if defined(__SSE2__)
+    __m128i want = _mm_add_epi32(_mm_set1_epi32((int)value), lane_steps(step)),
+            inc = _mm_set1_epi32((int)(4 * step));
+    for (; i + 4 <= k; i += 4, want = _mm_add_epi32(want, inc))
+        _mm_storeu_si128((__m128i *)(slot + i), want);
+#endif
+    for (; i < k; i++)
+        slot[i] = value + i * step;
+}
+
+void ptl__pte_write_run(ptl_machine *m, uint32_t pd, uint32_t va, uint32_t n, uint32_t first,
+                        uint32_t step)
+{
+    ptl__pte *pt = &m->pte;
+    uint32_t value = first;
+    for (uint32_t done = 0; done < n;) {
+        uint32_t at = va + done * PTL_PAGE_SIZE;
+        PTL_ASSERT((at >> 22) != PTL_PD_SELFMAP_INDEX);
+        uint32_t in_table = 1024 - ((at >> 12) & 0x3FF),
+                 k = n - done < in_table ? n - done : in_table;
+        uint32_t pde = ptl__pde_read(m, pd, at);
+        if (!(pde & PTL_PTE_VALID)) { /* no page table: nothing to clear, nowhere to write */
+            PTL_ASSERT(!(value & PTL_PTE_VALID) && step == 0);
+            done += k;
+            continue;
+        }
+        uint32_t table = pde >> PTL_PAGE_SHIFT, pte_va = PTL_PTE_VA(at);
+        uint32_t *slot = &frame_words(m, table)[(at >> 12) & 0x3FF];
+        const uint32_t ram = m->phys.ram_pages;
+        /* Device memory (and clearing) needs no PFN reference for the new values, so the
+         * common runs take a tight loop; only an old RAM mapping costs a call. */
+        int plain =
+            !(value & PTL_PTE_VALID) ? step == 0 : step == PTL_PAGE_SIZE && (value >> 12) >= ram;
+        if (plain) {
+            /* scan, then write: both loops are branch-free in the common case */
+            int ram_old = plain_scan(slot, k, ram);
+            if (ram_old)
+                for (uint32_t i = 0; i < k; i++)
+                    if ((slot[i] & PTL_PTE_VALID) && (slot[i] >> PTL_PAGE_SHIFT) < ram)
+                        map_unref(m, slot[i]);
+            plain_fill(slot, k, value, step);
+            value += k * step;
+        } else {
+            for (uint32_t i = 0; i < k; i++, value += step, pte_va += 4) {
+                uint32_t old = slot[i];
+                if (old == value)
+                    continue;
+                if (old & PTL_PTE_VALID)
+                    map_unref(m, old);
+                slot[i] = value;
+                if (value & PTL_PTE_VALID)
+                    map_ref(m, value, pte_va, table);
+            }
+        }
+        pt->writes += k; /* as k ptl__pte_write calls count */
+        done += k;
+    }
+    /* what the TLB and the host mirror hold of the run */
+    ptl__mmu_invalidate_range(m, va, n);
+    ptl__native_pte_run(m, pd, va, n, first, step);
 }
 
 uint32_t ptl__pte_make(uint32_t pfn, int writable, int user, int cache_type)

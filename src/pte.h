@@ -76,6 +76,11 @@ int ptl__pte_ensure_table(struct ptl_machine *m, uint32_t pd, uint32_t va);
 /* The one function that writes a PTE: keeps PFN share counts, the TLB and (native mode)
  * the host mirror in step. The page table must exist. */
 void ptl__pte_write(struct ptl_machine *m, uint32_t pd, uint32_t va, uint32_t pte);
+/* Write n consecutive PTEs from va: first, first + step, first + 2 * step, ... (step
+ * PTL_PAGE_SIZE for contiguous frames, 0 to clear). Where a PDE is invalid the run may
+ * only clear. Same bookkeeping as n ptl__pte_write calls, in one pass per page table. */
+void ptl__pte_write_run(struct ptl_machine *m, uint32_t pd, uint32_t va, uint32_t n, uint32_t first,
+                        uint32_t step);
 /* Build a valid PTE value. */
 uint32_t ptl__pte_make(uint32_t pfn, int writable, int user, int cache_type);
 int ptl__pte_check(struct ptl_machine *m, FILE *why);

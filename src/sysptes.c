@@ -133,11 +133,10 @@ uint32_t ptl__syspte_reserve(ptl_machine *m, int type, uint32_t n, ptl__pte_kind
     }
     p->reserves++;
     ptl__pteinfo *info = &p->info[start];
+    const ptl__pteinfo inner = {0, driver, (uint8_t)kind};
+    for (uint32_t i = 0; i < n; i++)
+        info[i] = inner;
     info->run_len = n;
-    for (uint32_t i = 0; i < n; i++) {
-        info[i].kind = (uint8_t)kind;
-        info[i].driver = driver;
-    }
     uint32_t used = p->total - ptl__spool_free_count(p->alloc);
     if (used > p->peak_used)
         p->peak_used = used;
@@ -167,12 +166,8 @@ int ptl__syspte_release(ptl_machine *m, int type, uint32_t va, uint32_t n)
     if (p->info[start].run_len != n)
         return PTL_RELEASE_WRONG_SIZE;
     PTL_ASSERT(ptl__spool_is_reserved(p->alloc, start, n));
-    for (uint32_t i = 0; i < n; i++) {
-        uint32_t pva = va + i * PTL_PAGE_SIZE, pte;
-        if (ptl__pte_read(m, 0, pva, &pte) == 0 && pte != 0)
-            ptl__pte_write(m, 0, pva, 0);
-        p->info[start + i] = (ptl__pteinfo){0, 0, PTL_KIND_FREE};
-    }
+    ptl__pte_write_run(m, 0, va, n, 0, 0);
+    memset(&p->info[start], 0, n * sizeof *p->info); /* PTL_KIND_FREE, no run, no driver */
     ptl__spool_free(p->alloc, start, n);
     p->releases++;
     return PTL_RELEASE_OK;

@@ -334,12 +334,103 @@ static void test_user_pte(void **state)
     ptl_shutdown(m);
 }
 
+/* ---- the run writer against its reference twin ---------------------------------------
+ * ptl__pte_write_run must leave exactly what the same n ptl__pte_write calls leave: the
+ * PTEs, the PFN database's counts and first mappings, the write counter, a TLB with no
+ * entry of the run, and (on the machine that can be native) the host mirror, which
+ * ptl_check compares with the page tables. Runs cross page-table boundaries and mix RAM
+ * frames, device memory, overwrites and clears. */
+static void test_write_run_twin(void **state)
+{
+    (void)state;
+    uint64_t seed = test_seed();
+    rng_state = seed | 1;
+    printf("pte run twin: seed %llu (PTELAB_SEED=%llu replays)\n", (unsigned long long)seed,
+           (unsigned long long)seed);
+    ptl_config cfg;
+    ptl_config_init(&cfg);
+    ptl_machine *fast = ptl_boot(&cfg); /* native when the host allows */
+    cfg.native = PTL_NATIVE_OFF;
+    ptl_machine *ref = ptl_boot(&cfg);
+    assert_true(fast && ref);
+    const uint32_t span = 3000; /* about three page tables */
+    uint32_t va = ptl__syspte_reserve(fast, PTL_SYSTEM_PTE_SPACE, span, PTL_KIND_OTHER, 0);
+    assert_int_equal(ptl__syspte_reserve(ref, PTL_SYSTEM_PTE_SPACE, span, PTL_KIND_OTHER, 0), va);
+    assert_true(va != 0);
+    uint32_t frames[64];
+    for (int i = 0; i < 64; i++) {
+        frames[i] = ptl__phys_alloc(&fast->phys, PTL_USE_NONPAGED_POOL, 0);
+        assert_int_equal(ptl__phys_alloc(&ref->phys, PTL_USE_NONPAGED_POOL, 0), frames[i]);
+    }
+    for (int op = 0; op < 400; op++) {
+        uint32_t n = 1 + rnd() % (rnd() % 4 == 0 ? span : 40);
+        uint32_t at = rnd() % (span - n + 1), first, step;
+        switch (rnd() % 4) {
+        case 0: /* device memory, contiguous */
+            first = ptl__pte_make((uint32_t)(APERTURE >> 12) + rnd() % 256, 1, 0, rnd() % 3);
+            step = PTL_PAGE_SIZE;
+            break;
+        case 1: /* RAM frames in use, contiguous from one of ours */
+            n = n > 32 ? 32 : n;
+            at = at > span - n ? span - n : at;
+            first = ptl__pte_make(frames[rnd() % 32], rnd() & 1, 0, 1);
+            step = PTL_PAGE_SIZE;
+            break;
+        case 2: /* the same RAM frame n times */
+            first = ptl__pte_make(frames[rnd() % 64], 1, 0, 1);
+            step = 0;
+            break;
+        default: /* clear */
+            first = 0;
+            step = 0;
+            break;
+        }
+        uint32_t v = va + at * PTL_PAGE_SIZE;
+        /* fill the fast machine's TLB with some of the run first */
+        for (uint32_t i = 0; i < n && i < 8; i++) {
+            uint32_t pte;
+            if (ptl__pte_read(fast, 0, v + i * PTL_PAGE_SIZE, &pte) == 0 && (pte & PTL_PTE_VALID)) {
+                uint8_t byte;
+                ptl__mmu_copy(fast, v + i * PTL_PAGE_SIZE, &byte, 1, 0, 0, 0);
+            }
+        }
+        ptl__pte_write_run(fast, 0, v, n, first, step);
+        for (uint32_t i = 0; i < n; i++)
+            ptl__pte_write(ref, 0, v + i * PTL_PAGE_SIZE, first + i * step);
+        for (uint32_t i = 0; i < PTL_TLB_ENTRIES; i++) {
+            uint32_t tag = fast->mmu.tlb[i].tag;
+            assert_false(tag && tag - 1 - (v >> 12) < n); /* nothing of the run is cached */
+        }
+        if (op % 50 == 49 || op == 399) {
+            for (uint32_t i = 0; i < span; i++) {
+                uint32_t a = 0, b = 0;
+                assert_int_equal(ptl__pte_read(fast, 0, va + i * PTL_PAGE_SIZE, &a), 0);
+                assert_int_equal(ptl__pte_read(ref, 0, va + i * PTL_PAGE_SIZE, &b), 0);
+                assert_int_equal(a, b);
+            }
+            for (int i = 0; i < 64; i++) {
+                const ptl__pfn *x = &fast->phys.pfn[frames[i]], *y = &ref->phys.pfn[frames[i]];
+                assert_int_equal(x->ShareCount, y->ShareCount);
+                assert_int_equal(x->ReferenceCount, y->ReferenceCount);
+                assert_int_equal(x->PteAddress, y->PteAddress);
+                assert_int_equal(x->PteFrame, y->PteFrame);
+            }
+            assert_int_equal(fast->pte.writes, ref->pte.writes);
+            assert_int_equal(ptl_check(fast), 0);
+            assert_int_equal(ptl_check(ref), 0);
+        }
+    }
+    ptl_shutdown(fast);
+    ptl_shutdown(ref);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_selfmap_formula), cmocka_unit_test(test_selfmap_random),
         cmocka_unit_test(test_map_noncached),   cmocka_unit_test(test_map_cached),
         cmocka_unit_test(test_map_offset),      cmocka_unit_test(test_user_pte),
+        cmocka_unit_test(test_write_run_twin),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
