@@ -228,42 +228,38 @@ void ptl__pte_write(ptl_machine *m, uint32_t pd, uint32_t va, uint32_t value)
     }
 }
 
-/* Whether any of the k entries at slot is a valid mapping of RAM (which needs its PFN
- * reference dropped before it is overwritten). */
-static int plain_scan(const uint32_t *slot, uint32_t k, uint32_t ram)
+static inline int maps_ram(uint32_t entry, uint32_t ram)
 {
+    return (entry & PTL_PTE_VALID) && (entry >> PTL_PAGE_SHIFT) < ram;
+}
+
+/* slot[i] = value + i * step for i < k, where the new values need no PFN reference; an
+ * old entry that maps RAM has its reference dropped first. One pass, four at a time. */
+static void plain_write(ptl_machine *m, uint32_t *slot, uint32_t k, uint32_t value, uint32_t step)
+{
+    const uint32_t ram = m->phys.ram_pages;
     uint32_t i = 0;
-    int ram_old = 0;
 #if defined(__SSE2__)
-    /* four at a time; frame numbers are below 2^20, so a signed compare is exact */
-    __m128i one = _mm_set1_epi32(1), lim = _mm_set1_epi32((int)ram), any = _mm_setzero_si128();
-    for (; i + 4 <= k; i += 4) {
+    /* frame numbers are below 2^20, so a signed compare is exact */
+    __m128i want = _mm_add_epi32(_mm_set1_epi32((int)value), lane_steps(step)),
+            inc = _mm_set1_epi32((int)(4 * step)), one = _mm_set1_epi32(1),
+            lim = _mm_set1_epi32((int)ram);
+    for (; i + 4 <= k; i += 4, want = _mm_add_epi32(want, inc)) {
         __m128i old = _mm_loadu_si128((const __m128i *)(slot + i));
         __m128i valid = _mm_cmpeq_epi32(_mm_and_si128(old, one), one);
         __m128i in_ram = _mm_cmplt_epi32(_mm_srli_epi32(old, PTL_PAGE_SHIFT), lim);
-        any = _mm_or_si128(any, _mm_and_si128(valid, in_ram));
+        if (_mm_movemask_epi8(_mm_and_si128(valid, in_ram)))
+            for (uint32_t j = i; j < i + 4; j++)
+                if (maps_ram(slot[j], ram))
+                    map_unref(m, slot[j]);
+        _mm_storeu_si128((__m128i *)(slot + i), want);
     }
-    ram_old = _mm_movemask_epi8(any) != 0;
 #endif
     for (; i < k; i++) {
-        uint32_t old = slot[i];
-        ram_old |= (old & PTL_PTE_VALID) && (old >> PTL_PAGE_SHIFT) < ram;
-    }
-    return ram_old;
-}
-
-/* slot[i] = value + i * step for i < k. */
-static void plain_fill(uint32_t *slot, uint32_t k, uint32_t value, uint32_t step)
-{
-    uint32_t i = 0;
-#if defined(__SSE2__)
-    __m128i want = _mm_add_epi32(_mm_set1_epi32((int)value), lane_steps(step)),
-            inc = _mm_set1_epi32((int)(4 * step));
-    for (; i + 4 <= k; i += 4, want = _mm_add_epi32(want, inc))
-        _mm_storeu_si128((__m128i *)(slot + i), want);
-#endif
-    for (; i < k; i++)
+        if (maps_ram(slot[i], ram))
+            map_unref(m, slot[i]);
         slot[i] = value + i * step;
+    }
 }
 
 void ptl__pte_write_run(ptl_machine *m, uint32_t pd, uint32_t va, uint32_t n, uint32_t first,
@@ -291,12 +287,7 @@ void ptl__pte_write_run(ptl_machine *m, uint32_t pd, uint32_t va, uint32_t n, ui
             !(value & PTL_PTE_VALID) ? step == 0 : step == PTL_PAGE_SIZE && (value >> 12) >= ram;
         if (plain) {
             /* scan, then write: both loops are branch-free in the common case */
-            int ram_old = plain_scan(slot, k, ram);
-            if (ram_old)
-                for (uint32_t i = 0; i < k; i++)
-                    if ((slot[i] & PTL_PTE_VALID) && (slot[i] >> PTL_PAGE_SHIFT) < ram)
-                        map_unref(m, slot[i]);
-            plain_fill(slot, k, value, step);
+            plain_write(m, slot, k, value, step);
             value += k * step;
         } else {
             for (uint32_t i = 0; i < k; i++, value += step, pte_va += 4) {

@@ -72,6 +72,7 @@ static int pool_init(ptl_machine *m, ptl__syspool *p, uint32_t va0, uint32_t n0,
     p->seg0_count = n0;
     p->seg1_va = n1 ? va1 : 0;
     p->total = n1 ? n0 + 1 + n1 : n0;
+    PTL_ASSERT(p->total < (1u << 24)); /* ptl__pteinfo.run_len */
     p->alloc = ptl__spool_create(PTL_SPOOL_FAST, p->total, (int)m->cfg.syspte_policy);
     p->info = ptl__xcalloc(p->total ? p->total : 1, sizeof *p->info);
     if (ensure_tables(m, va0, n0) != 0 || (n1 && ensure_tables(m, va1, n1) != 0))
@@ -79,7 +80,7 @@ static int pool_init(ptl_machine *m, ptl__syspool *p, uint32_t va0, uint32_t n0,
     if (n1) {
         /* Hold the junction index for good: the allocator must never join the segments. */
         PTL_ASSERT(ptl__spool_reserve_at(p->alloc, n0, 1) == 0);
-        p->info[n0] = (ptl__pteinfo){1, 0, PTL_KIND_OTHER};
+        p->info[n0] = (ptl__pteinfo){.run_len = 1, .kind = PTL_KIND_OTHER, .driver = 0};
     }
     return 0;
 }
@@ -133,9 +134,11 @@ uint32_t ptl__syspte_reserve(ptl_machine *m, int type, uint32_t n, ptl__pte_kind
     }
     p->reserves++;
     ptl__pteinfo *info = &p->info[start];
-    const ptl__pteinfo inner = {0, driver, (uint8_t)kind};
+    const ptl__pteinfo inner = {.run_len = 0, .kind = (uint8_t)kind, .driver = driver};
+    uint64_t word; /* the entry as one 8-byte store (two stores for the bitfields otherwise) */
+    memcpy(&word, &inner, sizeof word);
     for (uint32_t i = 0; i < n; i++)
-        info[i] = inner;
+        memcpy(&info[i], &word, sizeof word);
     info->run_len = n;
     uint32_t used = p->total - ptl__spool_free_count(p->alloc);
     if (used > p->peak_used)

@@ -21,11 +21,13 @@ typedef enum ptl__pte_kind {
     PTL_KIND_MAX
 } ptl__pte_kind;
 
-typedef struct ptl__pteinfo {
-    uint32_t run_len; /* at the first PTE of a run: its length; 0 elsewhere */
-    uint32_t driver;  /* driver id + 1 that owns the run, 0 the system */
-    uint8_t kind;     /* ptl__pte_kind, on every PTE of the run */
+typedef struct ptl__pteinfo { /* 8 bytes: a run's info is written with one store a PTE */
+    uint32_t run_len : 24;    /* at the first PTE of a run: its length; 0 elsewhere */
+    uint32_t kind : 8;        /* ptl__pte_kind, on every PTE of the run */
+    uint32_t driver;          /* driver id + 1 that owns the run, 0 the system */
 } ptl__pteinfo;
+_Static_assert(sizeof(ptl__pteinfo) == 8, "ptl__pteinfo is one 8-byte store");
+/* x86 system space holds at most 2^19 PTEs: every run length fits in run_len. */
 
 /* A pool covers one or two VA segments (the second for /USERVA's additional system
  * PTEs). Index i < seg0_count maps seg0_va + i pages; index seg0_count is a permanently
