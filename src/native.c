@@ -129,13 +129,13 @@ static uint32_t *words(ptl_machine *m, uint32_t pfn)
     return (uint32_t *)ptl__phys_frame(&m->phys, pfn);
 }
 
-/* What the host page at va must map in the current context: frame + 1 or 0. */
-static uint32_t expected(ptl_machine *m, uint32_t va, int *writable)
+/* What the host page at va must map in the current context: frame + 1 or 0. dir: the
+ * current page directory's words. */
+static uint32_t expected_in(ptl_machine *m, const uint32_t *dir, uint32_t va, int *writable)
 {
     *writable = 0;
     if (va < LOW_START)
         return NOT_MAPPED;
-    const uint32_t *dir = words(m, m->mmu.cr3);
     if (va >= PTL_PTE_BASE && va < PTL_PTE_BASE + (4u << 20)) { /* the self-map */
         uint32_t pde = dir[(va - PTL_PTE_BASE) >> PTL_PAGE_SHIFT];
         return (pde & PTL_PTE_VALID) ? (pde >> PTL_PAGE_SHIFT) + 1 : NOT_MAPPED;
@@ -150,13 +150,50 @@ static uint32_t expected(ptl_machine *m, uint32_t va, int *writable)
     return (pte >> PTL_PAGE_SHIFT) + 1;
 }
 
+/* Pages to mirror, gathered into runs of consecutive frames with one permission so that
+ * each run costs one mmap. */
+typedef struct mirror_batch {
+    uint32_t va, want, len;
+    int w;
+} mirror_batch;
+
+static void batch_flush(ptl_machine *m, mirror_batch *b)
+{
+    if (b->len)
+        mirror_run(m, b->va, b->len, b->want, b->w);
+    b->len = 0;
+}
+
+static void batch_add(ptl_machine *m, mirror_batch *b, uint32_t va, uint32_t want, int w)
+{
+    if (b->len && va == b->va + b->len * PTL_PAGE_SIZE && w == b->w &&
+        (b->want ? want == b->want + b->len : want == NOT_MAPPED)) {
+        b->len++;
+        return;
+    }
+    batch_flush(m, b);
+    *b = (mirror_batch){va, want, 1, w};
+}
+
+/* Mirror [start, end) from the page tables, where the host view there is still all
+ * PROT_NONE (a fresh reservation, or a user half just dropped): 4 MB regions whose PDE is
+ * invalid stay as they are. */
 static void sync_range(ptl_machine *m, uint32_t start, uint64_t end)
 {
+    const uint32_t *dir = words(m, m->mmu.cr3);
+    mirror_batch b = {0};
     for (uint64_t va = start; va < end; va += PTL_PAGE_SIZE) {
+        int selfmap = va >= PTL_PTE_BASE && va < PTL_PTE_BASE + (4u << 20);
+        if (!selfmap && !(dir[va >> 22] & PTL_PTE_VALID) && (va & 0x3FFFFF) == 0) {
+            va += (4u << 20) - PTL_PAGE_SIZE; /* the whole region: nothing to map */
+            continue;
+        }
         int w;
-        uint32_t want = expected(m, (uint32_t)va, &w);
-        mirror_page(m, (uint32_t)va, want, w);
+        uint32_t want = expected_in(m, dir, (uint32_t)va, &w);
+        if (want || m->native.shadow[va >> PTL_PAGE_SHIFT])
+            batch_add(m, &b, (uint32_t)va, want, w);
     }
+    batch_flush(m, &b);
 }
 
 static void on_segv(int sig, siginfo_t *si, void *ucv)
@@ -337,21 +374,50 @@ void ptl__native_switch(ptl_machine *m, uint32_t new_pd)
     mirror_page(m, PTL_PDE_BASE, m->mmu.cr3 + 1, 0);
 }
 
+static int check_page(ptl_machine *m, uint32_t va, uint32_t want, int w, FILE *why)
+{
+    uint32_t page = va >> PTL_PAGE_SHIFT;
+    if (m->native.shadow[page] == want && (!want || m->native.writable[page] == w))
+        return 0;
+    fprintf(why, "native: host page %08x maps frame+1 %x (w%d), the page tables say %x (w%d)\n", va,
+            m->native.shadow[page], m->native.writable[page], want, w);
+    return -1;
+}
+
 int ptl__native_check(ptl_machine *m, FILE *why)
 {
     if (!m->native.on)
         return 0;
-    for (uint64_t va = LOW_START; va < SPACE_END; va += PTL_PAGE_SIZE) {
-        int w;
-        uint32_t want = expected(m, (uint32_t)va, &w);
-        uint32_t page = (uint32_t)(va >> 12);
-        if (m->native.shadow[page] != want || (want && m->native.writable[page] != w)) {
-            fprintf(why,
-                    "native: host page %08llx maps frame+1 %x (w%d), the page tables say "
-                    "%x (w%d)\n",
-                    (unsigned long long)va, m->native.shadow[page], m->native.writable[page], want,
-                    w);
-            return -1;
+    const uint32_t *dir = words(m, m->mmu.cr3);
+    for (uint32_t region = 0; region < 1024; region++) { /* 4 MB each, one PDE */
+        uint32_t base = region << 22, pde = dir[region];
+        uint32_t first = base < LOW_START ? LOW_START : base;
+        if (base == PTL_PTE_BASE) { /* the self-map: page i shows page table i */
+            for (uint32_t i = 0; i < 1024; i++)
+                if (check_page(m, base + i * PTL_PAGE_SIZE,
+                               (dir[i] & PTL_PTE_VALID) ? (dir[i] >> PTL_PAGE_SHIFT) + 1
+                                                        : NOT_MAPPED,
+                               0, why))
+                    return -1;
+            continue;
+        }
+        if (!(pde & PTL_PTE_VALID)) { /* no page table: the host maps nothing here */
+            static const uint32_t none[1024];
+            uint32_t pages = ((base + (4u << 20)) - first) >> PTL_PAGE_SHIFT;
+            if (memcmp(&m->native.shadow[first >> PTL_PAGE_SHIFT], none, pages * 4) == 0)
+                continue; /* the common case, at memcmp's speed */
+            for (uint32_t va = first; va - base < (4u << 20); va += PTL_PAGE_SIZE)
+                if (m->native.shadow[va >> PTL_PAGE_SHIFT] && check_page(m, va, 0, 0, why))
+                    return -1;
+            continue;
+        }
+        const uint32_t *ptes = words(m, pde >> PTL_PAGE_SHIFT);
+        for (uint32_t va = first; va - base < (4u << 20); va += PTL_PAGE_SIZE) {
+            uint32_t pte = ptes[(va >> 12) & 0x3FF];
+            int ok = (pte & PTL_PTE_VALID) && decoded(m, pte >> PTL_PAGE_SHIFT);
+            if (check_page(m, va, ok ? (pte >> PTL_PAGE_SHIFT) + 1 : NOT_MAPPED,
+                           ok && (pde & pte & PTL_PTE_WRITE), why))
+                return -1;
         }
     }
     return 0;
