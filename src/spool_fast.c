@@ -23,8 +23,9 @@
  * word values change: those of the words holding the run's start, the request's start and
  * the index just after the request (see touch_words).
  *
- * Next-reserved, previous-reserved and next-free searches go through two 64-ary summaries
- * of the words ("has a reserved bit", "has a free bit"): 3 or 4 steps at 2^25.
+ * Next-reserved and previous-reserved searches go through a 64-ary summary of the words
+ * ("has a reserved bit"): 3 or 4 steps at 2^25. Whether a range is reserved is a look at
+ * its n/64 words; visiting the free runs (each_free) scans the words.
  *
  * Statistics are kept as runs split and merge: each operation knows the lengths of the
  * runs it removes and adds, so free, runs and the histogram change in O(1); largest is
@@ -65,7 +66,6 @@ typedef struct fast_spool {
     uint32_t entries[MAX_LEVELS]; /* entries of each level, a multiple of FAN */
     uint32_t largest;             /* the maximum of the top level */
     hbits notfull;                /* word has a reserved bit */
-    hbits notempty;               /* word has a free bit */
     uint32_t free, runs;
     uint32_t hist[PTL_SPOOL_HIST];
 } fast_spool;
@@ -190,9 +190,11 @@ static void hb_free(hbits *h)
         free(h->l[k]);
 }
 
-static inline void hb_set(hbits *h, uint32_t pos, int val)
+/* Bit pos of level k becomes val; the levels above follow while a u64 turns zero or
+ * nonzero. */
+static inline void hb_set_one(hbits *h, int k, uint32_t pos, int val)
 {
-    for (int k = 0; k < h->levels; k++) {
+    for (; k < h->levels; k++) {
         uint64_t *wd = &h->l[k][pos >> 6], old = *wd, bit = 1ull << (pos & 63);
         uint64_t now = val ? old | bit : old & ~bit;
         *wd = now;
@@ -201,6 +203,11 @@ static inline void hb_set(hbits *h, uint32_t pos, int val)
         val = now != 0;
         pos >>= 6;
     }
+}
+
+static inline void hb_set(hbits *h, uint32_t pos, int val)
+{
+    hb_set_one(h, 0, pos, val);
 }
 
 /* First set bit of level 0 at or after pos, or NONE. */
@@ -255,23 +262,54 @@ static inline int64_t hb_prev(const hbits *h, int64_t pos)
 }
 
 /* Set (freeing) or clear the bits of [start, start+n), n >= 1, with the summaries. */
+static void paint_word(fast_spool *sp, uint32_t w, uint64_t mask, int freeing)
+{
+    uint64_t old = sp->bits[w], x = freeing ? old | mask : old & ~mask;
+    sp->bits[w] = x;
+    if ((old == ~0ull) != (x == ~0ull))
+        hb_set(&sp->notfull, w, x != ~0ull);
+}
+
+/* Set the level-0 summary bits of words [lo, hi] to val (1: has a reserved bit); where a
+ * u64 of level 0 turns zero or nonzero, its bit in the levels above follows. */
+static void hb_set_range(hbits *h, uint32_t lo, uint32_t hi, int val)
+{
+    for (uint32_t j = lo >> 6; j <= hi >> 6; j++) {
+        uint64_t mask = ~0ull;
+        if (j == lo >> 6)
+            mask &= ~0ull << (lo & 63);
+        if (j == hi >> 6)
+            mask &= ~0ull >> (63 - (hi & 63));
+        uint64_t old = h->l[0][j], now = val ? old | mask : old & ~mask;
+        h->l[0][j] = now;
+        if ((old != 0) != (now != 0) && h->levels > 1)
+            hb_set_one(h, 1, j, now != 0);
+    }
+}
+
+/* Set (freeing) or clear the bits of [start, start+n), n >= 1, with the summaries. The
+ * words strictly inside the run become all free or all reserved at once. */
 static void paint(fast_spool *sp, uint32_t start, uint32_t n, int freeing)
 {
     uint32_t last = start + n - 1;
     uint32_t w0 = start >> 6, w1 = last >> 6;
-    for (uint32_t w = w0; w <= w1; w++) {
-        uint64_t mask = ~0ull;
-        if (w == w0)
-            mask &= ~0ull << (start & 63);
-        if (w == w1)
-            mask &= ~0ull >> (63 - (last & 63));
-        uint64_t old = sp->bits[w], x = freeing ? old | mask : old & ~mask;
-        sp->bits[w] = x;
-        if ((old == ~0ull) != (x == ~0ull))
-            hb_set(&sp->notfull, w, x != ~0ull);
-        if ((old == 0) != (x == 0))
-            hb_set(&sp->notempty, w, x != 0);
+    uint64_t m0 = ~0ull << (start & 63), m1 = ~0ull >> (63 - (last & 63));
+    if (w0 == w1) {
+        paint_word(sp, w0, m0 & m1, freeing);
+        return;
     }
+    paint_word(sp, w0, m0, freeing);
+    paint_word(sp, w1, m1, freeing);
+    if (w1 - w0 < 2)
+        return;
+    const uint64_t fill = freeing ? ~0ull : 0;
+    int changed = 0;
+    for (uint32_t w = w0 + 1; w < w1; w++) {
+        changed |= sp->bits[w] != fill;
+        sp->bits[w] = fill;
+    }
+    if (changed) /* whole words: all free has no reserved bit, all reserved has one */
+        hb_set_range(&sp->notfull, w0 + 1, w1 - 1, !freeing);
 }
 
 /* ---- searches ----------------------------------------------------------------------- */
@@ -306,19 +344,16 @@ static inline int64_t prev_reserved(const fast_spool *sp, uint32_t x)
     return w2 * 64 + 63 - __builtin_clzll(~sp->bits[w2]);
 }
 
-/* First free index >= x, or total when none. */
+/* First free index >= x, or total when none: a scan of the words (each_free only). */
 static inline uint32_t next_free(const fast_spool *sp, uint32_t x)
 {
-    if (x >= sp->total)
-        return sp->total;
-    uint32_t w = x >> 6;
-    uint64_t word = sp->bits[w] & (~0ull << (x & 63));
-    if (word)
-        return w * 64 + (uint32_t)__builtin_ctzll(word);
-    uint32_t w2 = hb_next(&sp->notempty, w + 1);
-    if (w2 == NONE)
-        return sp->total;
-    return w2 * 64 + (uint32_t)__builtin_ctzll(sp->bits[w2]);
+    for (uint64_t i = x; i < sp->total;) {
+        uint64_t word = sp->bits[i >> 6] & (~0ull << (i & 63));
+        if (word)
+            return (uint32_t)((i & ~63ull) + (uint64_t)__builtin_ctzll(word));
+        i = (i | 63) + 1;
+    }
+    return sp->total;
 }
 
 static inline int bit_free(const fast_spool *sp, uint32_t i)
@@ -451,13 +486,9 @@ ptl__spool *ptl__spool_fast_create(uint32_t total, int policy)
         sp->bits[w] = left >= 64 ? ~0ull : (1ull << left) - 1;
     }
     hb_init(&sp->notfull, words);
-    hb_init(&sp->notempty, words);
-    for (uint32_t w = 0; w < words; w++) {
+    for (uint32_t w = 0; w < words; w++)
         if (sp->bits[w] != ~0ull)
             hb_set(&sp->notfull, w, 1);
-        if (sp->bits[w] != 0)
-            hb_set(&sp->notempty, w, 1);
-    }
     /* levels: round each up to whole nodes; the top has one node */
     uint32_t n = words;
     for (int k = 0;; k++) {
@@ -487,7 +518,6 @@ static void fast_destroy(ptl__spool *base)
     for (int k = 0; k <= sp->top; k++)
         free(sp->level[k]);
     hb_free(&sp->notfull);
-    hb_free(&sp->notempty);
     free(sp);
 }
 
@@ -540,7 +570,17 @@ static int fast_is_reserved(const ptl__spool *base, uint32_t start, uint32_t n)
     const fast_spool *sp = CFAST(base);
     if (n == 0 || start >= sp->total || n > sp->total - start)
         return 0;
-    return next_free(sp, start) >= start + n;
+    uint32_t last = start + n - 1, w0 = start >> 6, w1 = last >> 6; /* O(n/64) words */
+    for (uint32_t w = w0; w <= w1; w++) {
+        uint64_t mask = ~0ull;
+        if (w == w0)
+            mask &= ~0ull << (start & 63);
+        if (w == w1)
+            mask &= ~0ull >> (63 - (last & 63));
+        if (sp->bits[w] & mask)
+            return 0;
+    }
+    return 1;
 }
 
 static void fast_release(ptl__spool *base, uint32_t start, uint32_t n)
@@ -618,15 +658,14 @@ static int fast_check(const ptl__spool *base, FILE *why)
             fprintf(why, "spool: word %u has free bits beyond the end %u\n", w, sp->total);
             return -1;
         }
-        int nf = sp->bits[w] != ~0ull, ne = sp->bits[w] != 0;
-        if (((sp->notfull.l[0][w >> 6] >> (w & 63)) & 1) != (uint64_t)nf ||
-            ((sp->notempty.l[0][w >> 6] >> (w & 63)) & 1) != (uint64_t)ne) {
+        int nf = sp->bits[w] != ~0ull;
+        if (((sp->notfull.l[0][w >> 6] >> (w & 63)) & 1) != (uint64_t)nf) {
             fprintf(why, "spool: the summaries disagree with word %u\n", w);
             return -1;
         }
     }
-    const hbits *hs[2] = {&sp->notfull, &sp->notempty};
-    for (int h = 0; h < 2; h++) {
+    const hbits *hs[1] = {&sp->notfull};
+    for (int h = 0; h < 1; h++) {
         for (int k = 0; k + 1 < hs[h]->levels; k++) {
             for (uint32_t j = 0; j < hs[h]->n[k]; j++) {
                 uint64_t up = (hs[h]->l[k + 1][j >> 6] >> (j & 63)) & 1;
