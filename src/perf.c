@@ -6,6 +6,10 @@
  * System Page Table Entries counter of that moment, so that a user sees how the machine
  * got there and not only where it ended.
  *
+ * Texts live in an arena of 64 KB chunks that never move, each stored at its own length:
+ * an event costs its record and its words, and the pointer ptl_event_get hands out stays
+ * valid while the machine lives.
+ *
  * Invariant: events are in strictly increasing seq order, ticks never decrease.
  */
 #include "internal.h"
@@ -37,6 +41,9 @@ void ptl__perf_free(ptl_machine *m)
     free(m->perf.snaps);
     free(m->perf.samples);
     free(m->perf.ev);
+    for (size_t i = 0; i < m->perf.nchunks; i++)
+        free(m->perf.chunks[i]);
+    free(m->perf.chunks);
     memset(&m->perf, 0, sizeof m->perf);
 }
 
@@ -61,6 +68,22 @@ void ptl__perf_tick(ptl_machine *m)
 #endif
 }
 
+#define CHUNK_BYTES 65536u
+
+static const char *arena_copy(ptl__perf *pf, const char *text)
+{
+    size_t len = strlen(text) + 1;
+    if (!pf->nchunks || pf->chunk_used + len > CHUNK_BYTES) {
+        pf->chunks = ptl__xrealloc(pf->chunks, (pf->nchunks + 1) * sizeof *pf->chunks);
+        pf->chunks[pf->nchunks++] = ptl__xrealloc(NULL, CHUNK_BYTES);
+        pf->chunk_used = 0;
+    }
+    char *at = pf->chunks[pf->nchunks - 1] + pf->chunk_used;
+    memcpy(at, text, len);
+    pf->chunk_used += len;
+    return at;
+}
+
 void ptl__perf_event(ptl_machine *m, ptl__event_type type, const char *fmt, ...)
 {
     ptl__perf *pf = &m->perf;
@@ -75,10 +98,12 @@ void ptl__perf_event(ptl_machine *m, ptl__event_type type, const char *fmt, ...)
     e->free_ptes = m->sysptes.pool[PTL_SYSTEM_PTE_SPACE].alloc
                        ? ptl__spool_free_count(m->sysptes.pool[PTL_SYSTEM_PTE_SPACE].alloc)
                        : 0;
+    char text[PTL_EVENT_TEXT_MAX];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(e->text, sizeof e->text, fmt, ap);
+    vsnprintf(text, sizeof text, fmt, ap);
     va_end(ap);
+    e->text = arena_copy(pf, text);
     pf->n++;
     pf->count[type]++;
     if (m->magic == PTL__MACHINE_MAGIC) { /* sample the counters at every event */

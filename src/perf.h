@@ -25,8 +25,10 @@ typedef struct ptl__event {
     uint64_t tick;      /* simulated clock: one tick per DDI call */
     uint32_t free_ptes; /* Free System Page Table Entries at that moment */
     uint8_t type;
-    char text[160];
+    const char *text; /* in the text arena: stays put while the machine lives */
 } ptl__event;
+
+#define PTL_EVENT_TEXT_MAX 160 /* longest event text, the NUL included */
 
 typedef struct ptl__sample {
     uint64_t tick;
@@ -48,6 +50,8 @@ typedef struct ptl__perf {
     size_t nsamples, samples_cap;
     ptl__event *ev;
     size_t n, cap;
+    char **chunks; /* the text arena: chunks that never move, each text stored once */
+    size_t nchunks, chunk_used;
     uint64_t tick;
     uint64_t count[PTL_EV_TYPES];
     int echo; /* print events to stderr as they happen */
