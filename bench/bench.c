@@ -1,7 +1,8 @@
 /* bench.c - ptelab-bench: the numbers of the performance issue, in one table.
  *
- *   ptelab-bench           the full run (make bench)
- *   ptelab-bench --quick   shorter runs, same rows (about half a minute)
+ *   ptelab bench [--quick] [--only TEXT]    (also ptelab-bench, which make bench builds)
+ *   --quick      shorter runs, same rows (about half a minute)
+ *   --only TEXT  just the rows whose name contains TEXT
  *
  * Spool rows: the reference allocator (spool_ref.c) against the fast one (spool_fast.c)
  * on the same workload; ratio = ref / fast (higher is better). MMU, mapping rows: native
@@ -20,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench.h"
 #include "internal.h"
 #include "spool.h"
 #include <ptelab/wdm.h>
@@ -855,16 +857,20 @@ static void machine_line(void)
            model, sysconf(_SC_NPROCESSORS_ONLN), quick ? "quick" : "full", RUNS);
 }
 
-int main(int argc, char **argv)
+int ptl_bench_main(int argc, char **argv)
 {
+    quick = 0; /* the tool's own state: one table per call */
+    only = NULL;
+    nrows = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--quick") == 0) {
             quick = 1;
         } else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc) {
             only = argv[++i];
         } else {
-            fprintf(stderr, "usage: %s [--quick] [--only TEXT]\n", argv[0]);
-            return 2;
+            fprintf(stderr, "%s: unknown option '%s'\nusage: %s [--quick] [--only TEXT]\n", argv[0],
+                    argv[i], argv[0]);
+            return 64;
         }
     }
     run_ns = quick ? 5e6 : 4e7;

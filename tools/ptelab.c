@@ -14,6 +14,7 @@
 #include "demo.h"
 #include "kd_repl.h"
 #include "plan.h"
+#include "bench.h"
 #include "run.h"
 
 #include <errno.h>
@@ -37,6 +38,8 @@ static const char usage_text[] =
     "  kd [-c \"cmd; cmd\"]   WinDbg-style commands (!vm, !sysptes, !pte, ...) on a machine\n"
     "  plan [WORKLOAD.lua]  size the system PTE pool and recommend SystemPages\n"
     "                       (ptelab plan --help for its options)\n"
+    "  bench [--quick]      the performance table: allocators, MMU, mapping (docs/performance.md)\n"
+    "                       [--only TEXT] runs the rows whose name contains TEXT\n"
     "\n"
     "machine options (layout, kd):\n"
     "  --ram SIZE           RAM, e.g. 64M, 512M, 3584M, 3.5G (default 64M)\n"
@@ -235,5 +238,7 @@ int main(int argc, char **argv)
         return ptl_cli_run(argc, argv);
     if (strcmp(cmd, "plan") == 0)
         return ptl_cli_plan(argc, argv);
+    if (strcmp(cmd, "bench") == 0)
+        return ptl_bench_main(argc - 1, argv + 1);
     return usage_error("unknown command '%s'", cmd);
 }
