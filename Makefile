@@ -55,14 +55,17 @@ check-valgrind: deps-build deps-test
 	@cmake --build build-valgrind -j $(JOBS)
 	@sh tools/valgrind-suite.sh build-valgrind
 
-# libFuzzer targets under ASan+UBSan, each for FUZZ_SECONDS (tools/fuzz.sh).
+# libFuzzer targets under ASan+UBSan, each for FUZZ_SECONDS (tools/fuzz.sh); FUZZ_TARGETS
+# names some (default all four), FUZZ_RUNS=N also stops each after N executions.
 FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?=
+FUZZ_RUNS    ?=
 fuzz: deps-build deps-test
 	@sh tools/deps.sh clang libclang-rt-14-dev
 	@CC=clang cmake -S . -B build-fuzz -DPTELAB_FUZZ=ON -DPTELAB_SANITIZE=ON -DPTELAB_TESTS=OFF \
 	    -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_ARGS) >/dev/null
 	@cmake --build build-fuzz -j $(JOBS)
-	@sh tools/fuzz.sh build-fuzz $(FUZZ_SECONDS)
+	@FUZZ_RUNS=$(FUZZ_RUNS) sh tools/fuzz.sh build-fuzz $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 install: build
 	@cmake --install $(BUILD) --prefix $(PREFIX)

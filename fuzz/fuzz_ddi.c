@@ -6,6 +6,10 @@
  * failing on a machine that did not stop. A STOP is a legitimate outcome of driver misuse:
  * the input ends there, after kd has been asked about the frozen machine.
  *
+ * ptl_check is the incremental one (src/icheck.c): it re-checks what the call changed. On
+ * one input in 64 (chosen by the input's bytes, so a failure reproduces from its file) the
+ * plain full walk, ptl_check_full, must agree with it at the end.
+ *
  * The fuzzer never hands ptelab a dangling or garbage *host* pointer except to IoFreeMdl
  * (which must recognise it without touching it): that would be the driver corrupting its
  * own memory, which no emulator can survive. Garbage *emulated* addresses are fair game.
@@ -298,7 +302,7 @@ static void one_op(void *arg)
         ptl_process *p = s->procs[u8(in) % 3];
         if (!p || !ptl_process_name(p))
             break;
-        KeStackAttachProcess(p, &apc);
+        KeStackAttachProcess(ptl_process_eprocess(p), &apc);
         ULONG v;
         PTL_TRY
         {
@@ -449,6 +453,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             fprintf(stderr, "ptl_check failed after op %u: %s\n", what, ptl_error());
             abort();
         }
+    }
+    uint32_t h = 2166136261u; /* FNV-1a of the input: which inputs get the full walk */
+    for (size_t i = 0; i < size; i++)
+        h = (h ^ data[i]) * 16777619u;
+    if (h % 64 == 0 && !ptl_stopped(s.m, NULL) &&
+        (ptl_check(s.m) != 0) != (ptl_check_full(s.m) != 0)) {
+        fprintf(stderr, "ptl_check and ptl_check_full disagree: %s\n", ptl_error());
+        abort();
     }
     for (int t = 0; t < MAXK; t++)
         if (s.threads[t])

@@ -68,6 +68,7 @@ typedef ptl_frame ptl__frame; /* see ptelab.h */
 #include "verifier.h"
 #include "pool.h"
 #include "native.h"
+#include "icheck.h"
 
 #define PTL_MAX_ISLANDS 32
 
@@ -92,7 +93,9 @@ struct ptl_machine {
     ptl__verifier verifier;
     ptl__pools pools;
     ptl__native native;
-    ptl__frame *frames; /* innermost protected frame, NULL outside any */
+    ptl__icheck *icheck; /* what the last ptl_check saw (icheck.c); NULL before the first */
+    FILE *check_sink;    /* where a check's first pass writes its reasons: nowhere */
+    ptl__frame *frames;  /* innermost protected frame, NULL outside any */
     struct {
         uint32_t lo, hi;        /* inclusive */
     } islands[PTL_MAX_ISLANDS]; /* host mappings below 4 GB (valgrind), see machine.c */

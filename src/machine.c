@@ -10,6 +10,12 @@
  * are told apart by value (DESIGN.md, "Addresses"). That needs the host's own code, data,
  * heap and stack above 4 GB, as on a 64-bit PIE Linux process. Boot refuses otherwise.
  *
+ * ptl_check runs every module's check, the expensive walks (phys, pte, sysptes, process,
+ * the views' PTEs) by their incremental twins (icheck.c), which re-check only what changed
+ * since the last check; ptl_check_full runs the plain walks, the reference the twins are
+ * tested against (tests/test-icheck.c; PTELAB_PARANOID builds compare the two at every
+ * check). Native mode always walks everything: the host writes frames there unseen.
+ *
  * Thread-local state: the current machine (inside ptl_call) and the last error message.
  */
 #include "internal.h"
@@ -221,6 +227,9 @@ static int host_check(ptl_machine *m)
 
 static void machine_free(ptl_machine *m)
 {
+    ptl__icheck_reset(m);
+    if (m->check_sink)
+        fclose(m->check_sink);
     ptl__native_stop(m);
     ptl__pools_free(m);
     ptl__mdls_free(m);
@@ -470,25 +479,107 @@ void ptl_layout_print(const ptl_machine *m, FILE *out)
     fprintf(out, "Paged pool: %u KB\n", (l->paged_end - l->paged_va) >> 10);
 }
 
-int ptl_check(ptl_machine *m)
+/* Every module's invariants, walking everything: the plain reference. */
+static int check_full(ptl_machine *m, FILE *why)
+{
+    return ptl__layout_check(&m->layout, why) || ptl__phys_check(&m->phys, why) ||
+                   ptl__pte_check(m, why) || ptl__sysptes_check(m, why) || ptl__mmu_check(m, why) ||
+                   ptl__process_check(m, why) || ptl__kernel_check(m, why) ||
+                   ptl__cache_check(m, why) || ptl__objects_check(m, why) ||
+                   ptl__mdls_check(m, why) || ptl__pools_check(m, why) || ptl__native_check(m, why)
+               ? -1
+               : 0;
+}
+
+/* The same invariants, the expensive walks (phys, pte, sysptes, process) replaced by their
+ * incremental twins (icheck.c). Native mode maps frames into the host, where writes cannot
+ * be followed: there it walks everything. */
+static int check_incremental(ptl_machine *m, FILE *why)
+{
+    if (m->native.on)
+        return check_full(m, why);
+    if (ptl__layout_check(&m->layout, why) || ptl__icheck_memory(m, why))
+        return -1;
+    /* the MMU check walks pages through the writable accessor, but only reads */
+    uint32_t written = m->phys.nwritten;
+    int rc = ptl__mmu_check(m, why);
+    ptl__phys_written_truncate(&m->phys, written);
+    if (rc || ptl__icheck_processes(m, why))
+        return -1;
+    return ptl__kernel_check(m, why) || ptl__cache_check(m, why) ||
+                   ptl__objects_check_changed(m, why) || ptl__mdls_check(m, why) ||
+                   ptl__pools_check(m, why) || ptl__native_check(m, why)
+               ? -1
+               : 0;
+}
+
+static ssize_t discard(void *cookie, const char *buf, size_t n)
+{
+    (void)cookie;
+    (void)buf;
+    return (ssize_t)n;
+}
+
+/* The reasons go to a sink on the first pass; only a failure pays for collecting them. */
+static FILE *sink(ptl_machine *m)
+{
+    if (!m->check_sink) {
+        cookie_io_functions_t io = {NULL, discard, NULL, NULL};
+        m->check_sink = fopencookie(NULL, "w", io);
+    }
+    return m->check_sink;
+}
+
+static int run_pass(ptl_machine *m, int full, FILE *why)
+{
+    int rc = full ? check_full(m, why) : check_incremental(m, why);
+    if (!full && rc)
+        ptl__icheck_reset(m); /* the next check starts afresh */
+#ifdef PTELAB_PARANOID
+    /* paranoid builds hold the incremental check to the plain walks at every check */
+    if (!full) {
+        FILE *quiet = sink(m);
+        if (quiet && (check_full(m, quiet) != 0) != (rc != 0)) {
+            fprintf(stderr,
+                    "ptelab: internal error (a bug in ptelab, please report it): the "
+                    "incremental check says the machine is %s, the full walk disagrees\n",
+                    rc ? "broken" : "intact");
+            abort();
+        }
+    }
+#endif
+    return rc;
+}
+
+static int run_check(ptl_machine *m, int full)
 {
     if (!ptl__machine_ok(m))
         return -1;
+    FILE *quiet = sink(m);
+    if (quiet && run_pass(m, full, quiet) == 0)
+        return 0;
     char *text = NULL;
     size_t len = 0;
     FILE *why = open_memstream(&text, &len);
     if (!why)
         return ptl__fail("ptl_check: no memory for the report");
-    int rc = 0;
-    if (ptl__layout_check(&m->layout, why) || ptl__phys_check(&m->phys, why) ||
-        ptl__pte_check(m, why) || ptl__sysptes_check(m, why) || ptl__mmu_check(m, why) ||
-        ptl__process_check(m, why) || ptl__kernel_check(m, why) || ptl__cache_check(m, why) ||
-        ptl__objects_check(m, why) || ptl__mdls_check(m, why) || ptl__pools_check(m, why) ||
-        ptl__native_check(m, why))
-        rc = -1;
+    int rc = run_pass(m, full, why);
     fclose(why);
     if (rc)
         ptl__fail("invariant broken: %s", text ? text : "?");
+    else if (quiet) /* the second look, from nothing, found no fault: the first was wrong */
+        rc = ptl__fail("invariant broken: the incremental check found a fault that a fresh "
+                       "look does not (a bug in ptelab)");
     free(text);
     return rc;
+}
+
+int ptl_check(ptl_machine *m)
+{
+    return run_check(m, 0);
+}
+
+int ptl_check_full(ptl_machine *m)
+{
+    return run_check(m, 1);
 }

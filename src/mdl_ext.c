@@ -92,14 +92,25 @@ static int frame_free(const ptl__phys *ph, uint32_t pfn)
 
 static void init_frame(ptl__phys *ph, uint32_t pfn, ptl__frame_use use, int zero)
 {
-    if (zero && ((ph->touched[pfn >> 6] >> (pfn & 63)) & 1u))
+    if (zero && ((ph->touched[pfn >> 6] >> (pfn & 63)) & 1u)) {
         memset(ph->host + ((size_t)pfn << PTL_PAGE_SHIFT), 0, PTL_PAGE_SIZE);
+        ptl__phys_wrote(ph, pfn);
+    }
     ptl__pfn *e = &ph->pfn[pfn];
+    /* mappings of the frame made while it was free (a view of physical memory) live on,
+     * as in ptl__phys_alloc */
+    uint16_t share = e->ShareCount, refs = e->ReferenceCount;
+    uint32_t pte = e->PteAddress, frame = e->PteFrame;
     memset(e, 0, sizeof *e);
+    e->ShareCount = share;
+    e->ReferenceCount = refs;
+    e->PteAddress = pte;
+    e->PteFrame = frame;
     e->PageLocation = ActiveAndValid;
     e->Use = (uint8_t)use;
     ph->in_use++;
     ph->use_count[use]++;
+    ptl__phys_note(ph, pfn); /* for the incremental check (phys.c) */
 }
 
 /* Take the free frames [first, first + n) for `use` (what ptl__phys_alloc does for one
@@ -126,12 +137,19 @@ static void take_range(ptl__phys *ph, uint32_t first, uint32_t n, ptl__frame_use
     }
     if (first + n > old_hwm) {
         for (uint32_t f = old_hwm; f < first; f++) { /* skipped frames: free, listed */
-            ptl__pfn *e = &ph->pfn[f];
+            ptl__pfn *e = &ph->pfn[f];               /* never handed out: only a view's counts */
+            uint16_t share = e->ShareCount, refs = e->ReferenceCount;
+            uint32_t pte = e->PteAddress, frame = e->PteFrame;
             memset(e, 0, sizeof *e);
+            e->ShareCount = share;
+            e->ReferenceCount = refs;
+            e->PteAddress = pte;
+            e->PteFrame = frame;
             e->PageLocation = FreePageList;
             e->Flink = ph->free_head;
             ph->free_head = f + 1;
             ph->free_count++;
+            ptl__phys_note(ph, f);
         }
         ph->hwm = first + n;
     }

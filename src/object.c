@@ -26,7 +26,9 @@
  *     only administrators before Windows Server 2003 SP1; docs/fidelity.md).
  *
  * Invariants (ptl__objects_check): every view has a PHYSICAL VAD of its size in a live
- * process, and its PTEs are valid and user-accessible.
+ * process, and its PTEs are valid and user-accessible. The incremental twin
+ * (ptl__objects_check_changed, for ptl_check) reads a view's PTEs again only when its
+ * page tables changed since it last found them right (icheck.c says which did).
  */
 #include "internal.h"
 
@@ -317,7 +319,7 @@ NTSTATUS ZwMapViewOfSection(HANDLE SectionHandle, HANDLE ProcessHandle, PVOID *B
     for (uint32_t i = 0; i < pages; i++) {
         uint32_t f = pfn + i;
         if (f >= m->phys.ram_pages)
-            continue;
+            break; /* and so are all after it */
         ram_pages_mapped++;
         uses |= 1u << (f < m->phys.hwm ? m->phys.pfn[f].Use : PTL_USE_FREE);
     }
@@ -334,14 +336,20 @@ NTSTATUS ZwMapViewOfSection(HANDLE SectionHandle, HANDLE ProcessHandle, PVOID *B
     }
     ptl__vad_insert(p, va, va + (uint32_t)size, PTL_VAD_PHYSICAL,
                     writable ? MM_READWRITE : MM_READONLY, cache, m->objects.next_view_id);
-    for (uint32_t i = 0; i < pages; i++) {
-        if (ptl__pte_ensure_table(m, p->pd, va + i * PTL_PAGE_SIZE) != 0) {
-            ptl__process_decommit(p, va, va + i * PTL_PAGE_SIZE);
+    /* a page table at a time: one run of PTEs over consecutive frames */
+    for (uint32_t i = 0; i < pages;) {
+        uint32_t at_va = va + i * PTL_PAGE_SIZE;
+        uint32_t k = 1024 - ((at_va >> 12) & 0x3FF);
+        if (k > pages - i)
+            k = pages - i;
+        if (ptl__pte_ensure_table(m, p->pd, at_va) != 0) {
+            ptl__process_decommit(p, va, at_va);
             ptl__vad_remove(p, ptl__vad_find(p, va));
             return STATUS_NO_MEMORY;
         }
-        ptl__pte_write(m, p->pd, va + i * PTL_PAGE_SIZE,
-                       ptl__pte_make(pfn + i, writable, 1, cache));
+        ptl__pte_write_run(m, p->pd, at_va, k, ptl__pte_make(pfn + i, writable, 1, cache),
+                           PTL_PAGE_SIZE);
+        i += k;
     }
     ptl__cache_ref(m, pfn, pages, cache);
     ptl__objects *o = &m->objects;
@@ -350,7 +358,7 @@ NTSTATUS ZwMapViewOfSection(HANDLE SectionHandle, HANDLE ProcessHandle, PVOID *B
         o->views = ptl__xrealloc(o->views, o->views_cap * sizeof *o->views);
     }
     o->views[o->nviews++] = (ptl__view){
-        o->next_view_id++, p, va, (uint32_t)size, rounded, cache, m->kernel.current_driver};
+        o->next_view_id++, p, va, (uint32_t)size, rounded, cache, m->kernel.current_driver, 0};
     o->views_mapped++;
     *BaseAddress = (PVOID)(uintptr_t)va;
     *ViewSize = (SIZE_T)size;
@@ -409,25 +417,44 @@ void ptl__objects_process_exit(ptl_machine *m, ptl_process *p)
     }
 }
 
-int ptl__objects_check(ptl_machine *m, FILE *why)
+/* One view: its VAD, and (when pages) its PTEs. */
+static int view_check(ptl_machine *m, const ptl__view *v, int pages, FILE *why)
 {
-    for (uint32_t k = 0; k < m->objects.nviews; k++) {
-        const ptl__view *v = &m->objects.views[k];
-        ptl__vad *vad = v->process->exited ? NULL : ptl__vad_find(v->process, v->va);
-        if (!vad || vad->kind != PTL_VAD_PHYSICAL || vad->start != v->va ||
-            vad->end - vad->start != v->bytes) {
-            fprintf(why, "objects: view %u at %08x has no matching VAD\n", v->id, v->va);
+    ptl__vad *vad = v->process->exited ? NULL : ptl__vad_find(v->process, v->va);
+    if (!vad || vad->kind != PTL_VAD_PHYSICAL || vad->start != v->va ||
+        vad->end - vad->start != v->bytes) {
+        fprintf(why, "objects: view %u at %08x has no matching VAD\n", v->id, v->va);
+        return -1;
+    }
+    for (uint32_t off = 0; pages && off < v->bytes; off += PTL_PAGE_SIZE) {
+        uint32_t pte;
+        if (ptl__pte_read(m, v->process->pd, v->va + off, &pte) != 0 || !(pte & PTL_PTE_VALID) ||
+            !(pte & PTL_PTE_OWNER) ||
+            (pte >> PTL_PAGE_SHIFT) != (uint32_t)((v->pa + off) >> PTL_PAGE_SHIFT)) {
+            fprintf(why, "objects: view %u page %08x has PTE %08x\n", v->id, v->va + off, pte);
             return -1;
         }
-        for (uint32_t off = 0; off < v->bytes; off += PTL_PAGE_SIZE) {
-            uint32_t pte;
-            if (ptl__pte_read(m, v->process->pd, v->va + off, &pte) != 0 ||
-                !(pte & PTL_PTE_VALID) || !(pte & PTL_PTE_OWNER) ||
-                (pte >> PTL_PAGE_SHIFT) != (uint32_t)((v->pa + off) >> PTL_PAGE_SHIFT)) {
-                fprintf(why, "objects: view %u page %08x has PTE %08x\n", v->id, v->va + off, pte);
-                return -1;
-            }
-        }
+    }
+    return 0;
+}
+
+int ptl__objects_check(ptl_machine *m, FILE *why)
+{
+    for (uint32_t k = 0; k < m->objects.nviews; k++)
+        if (view_check(m, &m->objects.views[k], 1, why) != 0)
+            return -1;
+    return 0;
+}
+
+int ptl__objects_check_changed(ptl_machine *m, FILE *why)
+{
+    for (uint32_t k = 0; k < m->objects.nviews; k++) {
+        ptl__view *v = &m->objects.views[k];
+        int pages = !v->checked || ptl__icheck_range_changed(m, v->process->pd, v->va, v->bytes);
+        v->checked = 0;
+        if (view_check(m, v, pages, why) != 0)
+            return -1;
+        v->checked = 1;
     }
     return 0;
 }

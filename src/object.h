@@ -26,6 +26,7 @@ typedef struct ptl__view {
     uint64_t pa;        /* physical address of the first page */
     int cache;
     uint32_t driver;
+    uint8_t checked; /* the last incremental check found its PTEs right */
 } ptl__view;
 
 typedef struct ptl__objects {
@@ -46,6 +47,8 @@ void ptl__objects_free(struct ptl_machine *m);
 /* Views of a process that exits are removed with its address space. */
 void ptl__objects_process_exit(struct ptl_machine *m, struct ptl_process *p);
 int ptl__objects_check(struct ptl_machine *m, FILE *why);
+/* The same, reading the PTEs only of views whose page tables changed (ptl_check). */
+int ptl__objects_check_changed(struct ptl_machine *m, FILE *why);
 /* A handle to a thread object, as PsCreateSystemThread returns it. */
 void *ptl__thread_handle(struct ptl_machine *m, uint32_t tid, int kernel);
 /* Open \Device\PhysicalMemory as if from `mode` (0 kernel, 1 user) in process p. */

@@ -27,6 +27,13 @@
  *     FREE) or in use (Use != FREE); in_use + free_count == hwm;
  *   - use_count[u] is the number of in-use frames with Use == u;
  *   - apertures lie above RAM, below 4 GB, and do not overlap.
+ *
+ * Change tracking for the incremental check (icheck.c). Once it has run, every writer of a
+ * PFN entry notes the frame (ptl__phys_note: here, pte.c's share counts, mdl_ext.c's
+ * direct allocations), and ptl__phys_frame, the accessor for callers that may write a
+ * frame, marks the frames the check watches (the page tables and directories it caches)
+ * as written. Readers use ptl__phys_frame_ro, which marks nothing. Writes that bypass both
+ * (the software TLB's cached host pointers) are the check's business (icheck.c).
  */
 
 #include "internal.h"
@@ -100,6 +107,7 @@ void ptl__phys_free(ptl__phys *ph)
         close(ph->memfd);
     free(ph->touched);
     free(ph->apertures);
+    ptl__phys_track(ph, 0);
     memset(ph, 0, sizeof *ph);
     ph->memfd = -1;
 }
@@ -109,7 +117,82 @@ static bool is_touched(const ptl__phys *ph, uint32_t pfn)
     return (ph->touched[pfn >> 6] >> (pfn & 63)) & 1u;
 }
 
-uint8_t *ptl__phys_frame(ptl__phys *ph, uint32_t pfn)
+static int bit_test_set(uint64_t *map, uint32_t i)
+{
+    uint64_t b = 1ull << (i & 63);
+    if (map[i >> 6] & b)
+        return 1;
+    map[i >> 6] |= b;
+    return 0;
+}
+
+/* Append pfn to a list that holds each frame once (the bitmap says whether it is on). */
+static void list_add(uint64_t *map, uint32_t **list, uint32_t *n, uint32_t *cap, uint32_t pfn)
+{
+    if (bit_test_set(map, pfn))
+        return;
+    if (*n == *cap) {
+        *cap = *cap ? *cap * 2 : 64;
+        *list = ptl__xrealloc(*list, (size_t)*cap * sizeof **list);
+    }
+    (*list)[(*n)++] = pfn;
+}
+
+void ptl__phys_wrote(ptl__phys *ph, uint32_t pfn)
+{
+    if (ph->watch && pfn < ph->ram_pages && ((ph->watch[pfn >> 6] >> (pfn & 63)) & 1u))
+        list_add(ph->written, &ph->written_list, &ph->nwritten, &ph->written_cap, pfn);
+}
+
+void ptl__phys_note(ptl__phys *ph, uint32_t pfn)
+{
+    if (ph->noted && pfn < ph->ram_pages)
+        list_add(ph->noted, &ph->noted_list, &ph->nnoted, &ph->noted_cap, pfn);
+}
+
+void ptl__phys_track(ptl__phys *ph, int on)
+{
+    free(ph->watch);
+    free(ph->written);
+    free(ph->noted);
+    free(ph->written_list);
+    free(ph->noted_list);
+    ph->watch = ph->written = ph->noted = NULL;
+    ph->written_list = ph->noted_list = NULL;
+    ph->nwritten = ph->written_cap = ph->nnoted = ph->noted_cap = 0;
+    if (on) {
+        size_t words = ((size_t)ph->ram_pages + 63) / 64;
+        ph->watch = ptl__xcalloc(words, sizeof(uint64_t));
+        ph->written = ptl__xcalloc(words, sizeof(uint64_t));
+        ph->noted = ptl__xcalloc(words, sizeof(uint64_t));
+    }
+}
+
+void ptl__phys_watch(ptl__phys *ph, uint32_t pfn, int on)
+{
+    PTL_ASSERT(ph->watch && pfn < ph->ram_pages);
+    if (on)
+        ph->watch[pfn >> 6] |= 1ull << (pfn & 63);
+    else
+        ph->watch[pfn >> 6] &= ~(1ull << (pfn & 63));
+}
+
+void ptl__phys_written_truncate(ptl__phys *ph, uint32_t n)
+{
+    for (uint32_t i = n; i < ph->nwritten; i++)
+        ph->written[ph->written_list[i] >> 6] &= ~(1ull << (ph->written_list[i] & 63));
+    if (n < ph->nwritten)
+        ph->nwritten = n;
+}
+
+void ptl__phys_noted_clear(ptl__phys *ph)
+{
+    for (uint32_t i = 0; i < ph->nnoted; i++)
+        ph->noted[ph->noted_list[i] >> 6] &= ~(1ull << (ph->noted_list[i] & 63));
+    ph->nnoted = 0;
+}
+
+const uint8_t *ptl__phys_frame_ro(ptl__phys *ph, uint32_t pfn)
 {
     PTL_ASSERT(pfn < PHYS_SPACE_PAGES);
     if (!is_touched(ph, pfn)) {
@@ -117,6 +200,12 @@ uint8_t *ptl__phys_frame(ptl__phys *ph, uint32_t pfn)
         ph->touched_count++;
     }
     return ph->host + ((size_t)pfn << PTL_PAGE_SHIFT);
+}
+
+uint8_t *ptl__phys_frame(ptl__phys *ph, uint32_t pfn)
+{
+    ptl__phys_wrote(ph, pfn);
+    return (uint8_t *)(uintptr_t)ptl__phys_frame_ro(ph, pfn);
 }
 
 uint32_t ptl__phys_alloc(ptl__phys *ph, ptl__frame_use use, uint32_t owner_pid)
@@ -129,8 +218,10 @@ uint32_t ptl__phys_alloc(ptl__phys *ph, ptl__frame_use use, uint32_t owner_pid)
         ph->free_count--;
         /* A released frame may hold old data; NT zeroes before handing out for these
          * uses (MiRemoveZeroPage), and so do we. */
-        if (is_touched(ph, pfn))
+        if (is_touched(ph, pfn)) {
             memset(ph->host + ((size_t)pfn << PTL_PAGE_SHIFT), 0, PTL_PAGE_SIZE);
+            ptl__phys_wrote(ph, pfn);
+        }
     } else if (ph->hwm < ph->ram_pages) {
         pfn = ph->hwm++;
     } else {
@@ -150,6 +241,7 @@ uint32_t ptl__phys_alloc(ptl__phys *ph, ptl__frame_use use, uint32_t owner_pid)
     e->OwnerPid = owner_pid;
     ph->in_use++;
     ph->use_count[use]++;
+    ptl__phys_note(ph, pfn);
     return pfn;
 }
 
@@ -174,6 +266,7 @@ void ptl__phys_release(ptl__phys *ph, uint32_t pfn)
     e->Flink = ph->free_head;
     ph->free_head = pfn + 1;
     ph->free_count++;
+    ptl__phys_note(ph, pfn);
 }
 
 uint32_t ptl__phys_available(const ptl__phys *ph)
@@ -234,9 +327,10 @@ int ptl__phys_copy(ptl__phys *ph, uint64_t pa, void *buf, size_t n, int write)
         size_t chunk = PTL_PAGE_SIZE - off;
         if (chunk > n)
             chunk = n;
-        if (write)
+        if (write) {
             memcpy(ptl__phys_frame(ph, pfn) + off, p, chunk);
-        else if (is_touched(ph, pfn))
+            ph->copy_writes++;
+        } else if (is_touched(ph, pfn))
             memcpy(p, ph->host + ((size_t)pfn << PTL_PAGE_SHIFT) + off, chunk);
         else
             memset(p, 0, chunk);

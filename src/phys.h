@@ -73,9 +73,18 @@ typedef struct ptl__phys {
     uint32_t in_use;     /* frames handed out and not freed */
     uint32_t use_count[PTL_USE_MAX];
     uint32_t touched_count;
+    uint64_t copy_writes; /* device-side writes (ptl__phys_copy): kd's e*, ptl_phys_write */
     /* apertures */
     ptl__aperture *apertures;
     int napertures;
+    /* What changed since the incremental check (icheck.c) last looked; all NULL until it
+     * first runs. `watch` marks the frames it caches (page directories and tables):
+     * handing out a writable host pointer to one (ptl__phys_frame) puts it on the written
+     * list. Every change to a PFN entry (allocate, release, ShareCount) puts the frame on
+     * the noted list. Both lists hold each frame once (the bitmaps) and cover RAM only. */
+    uint64_t *watch, *written, *noted;
+    uint32_t *written_list, *noted_list;
+    uint32_t nwritten, written_cap, nnoted, noted_cap;
 } ptl__phys;
 
 struct ptl_machine;
@@ -85,8 +94,24 @@ void ptl__phys_free(ptl__phys *ph);
 uint32_t ptl__phys_alloc(ptl__phys *ph, ptl__frame_use use, uint32_t owner_pid);
 void ptl__phys_release(ptl__phys *ph, uint32_t pfn);
 uint32_t ptl__phys_available(const ptl__phys *ph);
-/* Host bytes of frame pfn, committing them (any frame of the 4 GB space). */
+/* Host bytes of frame pfn, committing them (any frame of the 4 GB space), for a caller
+ * that may write them: a frame the incremental check watches goes on its written list. */
 uint8_t *ptl__phys_frame(ptl__phys *ph, uint32_t pfn);
+/* The same bytes for a caller that only reads them: nothing is marked written. */
+const uint8_t *ptl__phys_frame_ro(ptl__phys *ph, uint32_t pfn);
+/* Record that frame pfn's PFN entry changed (Use, PageLocation, ShareCount, the free
+ * list): what every writer of a PFN entry calls, for the incremental check. */
+void ptl__phys_note(ptl__phys *ph, uint32_t pfn);
+/* A watched frame was written without ptl__phys_frame (zeroed in place). */
+void ptl__phys_wrote(ptl__phys *ph, uint32_t pfn);
+/* Start (on) or stop (off, forgetting everything) tracking changes for the check. */
+void ptl__phys_track(ptl__phys *ph, int on);
+void ptl__phys_watch(ptl__phys *ph, uint32_t pfn, int on);
+/* Drop the written list's entries from the nth on (marks made by a reader that used the
+ * writable accessor); 0 empties it. */
+void ptl__phys_written_truncate(ptl__phys *ph, uint32_t n);
+/* Empty the noted list. */
+void ptl__phys_noted_clear(ptl__phys *ph);
 int ptl__phys_is_ram(const ptl__phys *ph, uint64_t pa);
 const ptl__aperture *ptl__phys_aperture_of(const ptl__phys *ph, uint64_t pa);
 int ptl__phys_add_aperture(ptl__phys *ph, const ptl__aperture *ap);

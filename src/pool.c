@@ -66,10 +66,25 @@ int ptl__pools_init(ptl_machine *m)
     ptl__pools *pl = &m->pools;
     memset(pl, 0, sizeof *pl);
     const ptl__layout *l = &m->layout;
-    /* initial nonpaged pool: resident from boot; its frames were set aside at boot */
-    for (uint32_t off = 0; off < l->inp_bytes; off += PTL_PAGE_SIZE)
-        if (map_page(m, l->inp_va + off, PTL_USE_NONPAGED_POOL) != 0)
+    /* initial nonpaged pool: resident from boot; its frames were set aside at boot. They
+     * come off the high-water mark one after another, so one run of PTEs maps them all
+     * (page by page where they do not). */
+    uint32_t pages = l->inp_bytes / PTL_PAGE_SIZE;
+    uint32_t *pfns = ptl__xcalloc(pages ? pages : 1, sizeof *pfns);
+    int contiguous = 1;
+    for (uint32_t i = 0; i < pages; i++) {
+        if (ptl__pte_ensure_table(m, 0, l->inp_va + i * PTL_PAGE_SIZE) != 0 ||
+            (pfns[i] = ptl__phys_alloc(&m->phys, PTL_USE_NONPAGED_POOL, 0)) == UINT32_MAX) {
+            free(pfns);
             return ptl__fail("no RAM for the initial nonpaged pool");
+        }
+        contiguous &= pfns[i] == pfns[0] + i;
+    }
+    if (pages && contiguous)
+        ptl__pte_write_run(m, 0, l->inp_va, pages, ptl__pte_make(pfns[0], 1, 0, 1), PTL_PAGE_SIZE);
+    for (uint32_t i = 0; i < pages && !contiguous; i++)
+        ptl__pte_write(m, 0, l->inp_va + i * PTL_PAGE_SIZE, ptl__pte_make(pfns[i], 1, 0, 1));
+    free(pfns);
     uint32_t must = MUST_SUCCEED_PAGES * PTL_PAGE_SIZE;
     if (l->inp_bytes < OBJECTS_BYTES + must + 4 * PTL_PAGE_SIZE)
         return ptl__fail("the initial nonpaged pool is too small for ptelab's kernel objects");

@@ -13,6 +13,8 @@
  *     leaves page-file PTEs; the next touch reads them back. Views of physical memory and
  *     locked-page mappings are not pageable and stay valid: the article's NOTE ("adapter
  *     memory pages are not used for page replacement");
+ *   - commit and decommit go a page table at a time, writing each stretch of PTEs in one
+ *     run (ptl__pte_write_run) and skipping 4 MB where there is no page table;
  *   - exit tears the address space down and frees everything the process owned; pages
  *     still locked for I/O stop the machine with PROCESS_HAS_LOCKED_PAGES (0x76),
  *     P1 0, P2 the process, P3 the number of locked pages (learn.microsoft.com,
@@ -261,12 +263,25 @@ int ptl__protect_from_win32(uint32_t page_protect)
 int ptl__process_commit(ptl_process *p, uint32_t start, uint32_t end, int protect)
 {
     ptl_machine *m = p->m;
-    for (uint32_t va = start; va < end; va += PTL_PAGE_SIZE) {
-        if (ptl__pte_ensure_table(m, p->pd, va) != 0)
+    /* a page table at a time: its PTEs that are still zero become demand-zero, each
+     * stretch of them in one run (the same writes as one ptl__pte_write a page) */
+    for (uint64_t va = start; va < end;) {
+        uint64_t table_end = (va | (PTL_PDE_SPAN - 1)) + 1;
+        uint32_t stop = (uint32_t)(table_end < end ? table_end : end);
+        if (ptl__pte_ensure_table(m, p->pd, (uint32_t)va) != 0)
             return -1;
-        uint32_t pte;
-        if (ptl__pte_read(m, p->pd, va, &pte) == 0 && pte == 0)
-            ptl__pte_write(m, p->pd, va, PTL_SWPTE_PROT(protect));
+        uint32_t pde = ptl__pde_read(m, p->pd, (uint32_t)va);
+        const uint32_t *ptes =
+            (const uint32_t *)(const void *)ptl__phys_frame_ro(&m->phys, pde >> PTL_PAGE_SHIFT);
+        for (uint32_t a = (uint32_t)va; a < stop;) {
+            uint32_t b = a;
+            while (b < stop && ptes[(b >> 12) & 0x3FF] == 0)
+                b += PTL_PAGE_SIZE;
+            if (b > a)
+                ptl__pte_write_run(m, p->pd, a, (b - a) >> 12, PTL_SWPTE_PROT(protect), 0);
+            a = b + (b < stop ? PTL_PAGE_SIZE : 0);
+        }
+        va = stop;
     }
     return 0;
 }
@@ -305,7 +320,28 @@ void ptl__process_decommit(ptl_process *p, uint32_t start, uint32_t end)
     /* only private memory owns its frames; views and locked mappings borrow theirs */
     int owns_frames = vad && vad->kind == PTL_VAD_PRIVATE;
     for (uint32_t va = start; va < end; va += PTL_PAGE_SIZE) {
-        uint32_t pte;
+        uint32_t pte, pde = ptl__pde_read(m, p->pd, va);
+        if (!(pde & PTL_PTE_VALID)) { /* no table: nothing here */
+            uint64_t next = ((uint64_t)va | (PTL_PDE_SPAN - 1)) + 1;
+            if (next >= end)
+                break;
+            va = (uint32_t)next - PTL_PAGE_SIZE;
+            continue;
+        }
+        if (!owns_frames) { /* borrowed frames: clear each stretch of valid PTEs in one run */
+            const uint32_t *ptes =
+                (const uint32_t *)(const void *)ptl__phys_frame_ro(&m->phys, pde >> PTL_PAGE_SHIFT);
+            uint64_t table_end = ((uint64_t)va | (PTL_PDE_SPAN - 1)) + 1;
+            uint32_t stop = (uint32_t)(table_end < end ? table_end : end), n = 0;
+            while (va + n * PTL_PAGE_SIZE < stop &&
+                   (ptes[((va >> 12) + n) & 0x3FF] & PTL_PTE_VALID))
+                n++;
+            if (n) {
+                ptl__pte_write_run(m, p->pd, va, n, 0, 0);
+                va += (n - 1) * PTL_PAGE_SIZE;
+                continue;
+            }
+        }
         if (ptl__pte_read(m, p->pd, va, &pte) != 0 || pte == 0)
             continue;
         if (pte & PTL_PTE_VALID) {
@@ -447,7 +483,7 @@ uint32_t ptl_process_swap_out(ptl_process *p)
             uint32_t slot = slot_alloc(&m->procs.pagefile);
             if (!slot)
                 return written;
-            memcpy(m->procs.pagefile.slots[slot - 1], ptl__phys_frame(&m->phys, pfn),
+            memcpy(m->procs.pagefile.slots[slot - 1], ptl__phys_frame_ro(&m->phys, pfn),
                    PTL_PAGE_SIZE);
             ptl__pte_write(m, p->pd, va, PTL_SWPTE_PROT(v->protect) | (slot << PTL_PAGE_SHIFT));
             ptl__phys_release(&m->phys, pfn);
@@ -549,10 +585,12 @@ int ptl__process_check(ptl_machine *m, FILE *why)
         }
         uint32_t private_valid = 0;
         for (uint32_t pdi = 0; pdi < (m->pte.system_start >> 22); pdi++) {
-            uint32_t pde = ((uint32_t *)ptl__phys_frame(&m->phys, p->pd))[pdi];
+            uint32_t pde =
+                ((const uint32_t *)(const void *)ptl__phys_frame_ro(&m->phys, p->pd))[pdi];
             if (!(pde & PTL_PTE_VALID))
                 continue;
-            const uint32_t *ptes = (uint32_t *)ptl__phys_frame(&m->phys, pde >> PTL_PAGE_SHIFT);
+            const uint32_t *ptes =
+                (const uint32_t *)(const void *)ptl__phys_frame_ro(&m->phys, pde >> PTL_PAGE_SHIFT);
             for (uint32_t j = 0; j < PTL_PTES_PER_PAGE; j++) {
                 if (!ptes[j])
                     continue;

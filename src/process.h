@@ -38,6 +38,7 @@ struct ptl_process {
     uint32_t private_pages; /* valid private pages */
     uint32_t locked_pages;  /* pages locked by MmProbeAndLockPages and not unlocked */
     uint32_t threads;       /* live threads */
+    uint32_t icheck_slot;   /* the incremental check's record of it + 1 (icheck.c) */
     struct ptl_process *next;
 };
 

@@ -26,7 +26,12 @@
  *     it (for page-table frames NT counts differently; see docs/fidelity.md), PteAddress
  *     and PteFrame of the first mapping;
  *   - the software TLB (mmu.c), invalidating exactly the VA whose PTE changed;
- *   - later, the native host mirror (DESIGN.md, "Native mode").
+ *   - later, the native host mirror (DESIGN.md, "Native mode");
+ *   - what the incremental check (icheck.c) follows: they write tables through
+ *     ptl__phys_frame, which marks the frames it watches, note every PFN entry whose
+ *     count they change (ptl__phys_note), and read through ptl__phys_frame_ro.
+ * A PDE that becomes valid flushes nothing: the TLB holds only what walks found through
+ * valid PDEs.
  *
  * Invariants (ptl__pte_check): all PDs have identical system PDEs and a correct self-map;
  * every valid entry that points into RAM points at an in-use frame whose ShareCount equals
@@ -50,6 +55,12 @@ static uint32_t *frame_words(ptl_machine *m, uint32_t pfn)
     return (uint32_t *)ptl__phys_frame(&m->phys, pfn);
 }
 
+/* For reading only: the incremental check is not told the frame was written (phys.c). */
+static const uint32_t *frame_words_ro(ptl_machine *m, uint32_t pfn)
+{
+    return (const uint32_t *)(const void *)ptl__phys_frame_ro(&m->phys, pfn);
+}
+
 static void map_ref(ptl_machine *m, uint32_t entry, uint32_t pte_va, uint32_t table_pfn)
 {
     uint32_t pfn = entry >> PTL_PAGE_SHIFT;
@@ -63,6 +74,7 @@ static void map_ref(ptl_machine *m, uint32_t entry, uint32_t pte_va, uint32_t ta
         e->PteFrame = table_pfn;
     }
     e->ReferenceCount++;
+    ptl__phys_note(&m->phys, pfn);
 }
 
 static void map_unref(ptl_machine *m, uint32_t entry)
@@ -78,6 +90,7 @@ static void map_unref(ptl_machine *m, uint32_t entry)
         e->PteAddress = 0;
         e->PteFrame = 0;
     }
+    ptl__phys_note(&m->phys, pfn);
 }
 
 /* Write one PDE of one PD (the self-map VA of the page table it maps is the "PTE" VA). */
@@ -92,7 +105,10 @@ static void pde_write(ptl_machine *m, uint32_t pd, uint32_t index, uint32_t valu
     if (value & PTL_PTE_VALID)
         map_ref(m, value, PTL_PTE_VA(pt_va), pd);
     m->pte.writes++;
-    ptl__mmu_flush(m, 1);
+    /* The TLB caches only what a walk found through a valid PDE: making one valid (a new
+     * page table, a new directory's copies of the system PDEs) leaves it correct. */
+    if (old & PTL_PTE_VALID)
+        ptl__mmu_flush(m, 1);
     ptl__native_pde(m, pd, index, value);
 }
 
@@ -124,7 +140,7 @@ uint32_t ptl__pte_new_pd(ptl_machine *m, uint32_t owner_pid)
     uint32_t pd = ptl__phys_alloc(&m->phys, PTL_USE_PAGE_DIRECTORY, owner_pid);
     if (pd == UINT32_MAX)
         return UINT32_MAX;
-    const uint32_t *master = frame_words(m, pt->master_pd);
+    const uint32_t *master = frame_words_ro(m, pt->master_pd);
     for (uint32_t i = pt->system_start >> 22; i < PTL_PTES_PER_PAGE; i++) {
         if (i == PTL_PD_SELFMAP_INDEX)
             pde_write(m, pd, i, (pd << PTL_PAGE_SHIFT) | PTL_PTE_VALID | PTL_PTE_WRITE);
@@ -147,7 +163,7 @@ void ptl__pte_free_pd(ptl_machine *m, uint32_t pd)
             continue;
         uint32_t table = pde >> PTL_PAGE_SHIFT;
         if (i < (pt->system_start >> 22)) {
-            const uint32_t *ptes = frame_words(m, table);
+            const uint32_t *ptes = frame_words_ro(m, table);
             for (uint32_t j = 0; j < PTL_PTES_PER_PAGE; j++)
                 PTL_ASSERT(!(ptes[j] & PTL_PTE_VALID));
             pde_write(m, pd, i, 0);
@@ -169,7 +185,7 @@ uint32_t ptl__pde_read(ptl_machine *m, uint32_t pd, uint32_t va)
 {
     if (va >= m->pte.system_start)
         pd = m->pte.master_pd;
-    return frame_words(m, pd)[va >> 22];
+    return frame_words_ro(m, pd)[va >> 22];
 }
 
 int ptl__pte_read(ptl_machine *m, uint32_t pd, uint32_t va, uint32_t *pte)
@@ -177,7 +193,7 @@ int ptl__pte_read(ptl_machine *m, uint32_t pd, uint32_t va, uint32_t *pte)
     uint32_t pde = ptl__pde_read(m, pd, va);
     if (!(pde & PTL_PTE_VALID))
         return -1;
-    *pte = frame_words(m, pde >> PTL_PAGE_SHIFT)[(va >> 12) & 0x3FF];
+    *pte = frame_words_ro(m, pde >> PTL_PAGE_SHIFT)[(va >> 12) & 0x3FF];
     return 0;
 }
 
@@ -190,7 +206,7 @@ int ptl__pte_ensure_table(ptl_machine *m, uint32_t pd, uint32_t va)
         pd = pt->master_pd;
     uint32_t index = va >> 22;
     PTL_ASSERT(index != PTL_PD_SELFMAP_INDEX);
-    if (frame_words(m, pd)[index] & PTL_PTE_VALID)
+    if (frame_words_ro(m, pd)[index] & PTL_PTE_VALID)
         return 0;
     uint32_t table =
         ptl__phys_alloc(&m->phys, PTL_USE_PAGE_TABLE, system ? 0 : m->phys.pfn[owner].OwnerPid);
@@ -350,7 +366,7 @@ int ptl__pte_check(ptl_machine *m, FILE *why)
     uint32_t nram = m->phys.ram_pages;
     uint32_t *tally = ptl__xcalloc(nram ? nram : 1, sizeof *tally);
     int rc = 0;
-    const uint32_t *master = frame_words(m, pt->master_pd);
+    const uint32_t *master = frame_words_ro(m, pt->master_pd);
 #define FAIL(...)                  \
     do {                           \
         fprintf(why, __VA_ARGS__); \
@@ -359,7 +375,7 @@ int ptl__pte_check(ptl_machine *m, FILE *why)
     } while (0)
     for (int k = 0; k < pt->npds; k++) {
         uint32_t pd = pt->pds[k];
-        const uint32_t *dir = frame_words(m, pd);
+        const uint32_t *dir = frame_words_ro(m, pd);
         if ((dir[PTL_PD_SELFMAP_INDEX] >> PTL_PAGE_SHIFT) != pd ||
             !(dir[PTL_PD_SELFMAP_INDEX] & PTL_PTE_VALID))
             FAIL("pte: page directory 0x%x does not map itself at PDE 0x300\n", pd);
@@ -379,7 +395,7 @@ int ptl__pte_check(ptl_machine *m, FILE *why)
             tally[target]++;
             if (i == PTL_PD_SELFMAP_INDEX || (i >= first_sys && k != 0))
                 continue; /* walk each shared system table once (through the master) */
-            const uint32_t *ptes = frame_words(m, target);
+            const uint32_t *ptes = frame_words_ro(m, target);
             for (uint32_t j = 0; j < PTL_PTES_PER_PAGE; j++) {
                 if (!(ptes[j] & PTL_PTE_VALID))
                     continue;

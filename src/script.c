@@ -2305,7 +2305,8 @@ static const char *base_name(const char *path)
     return s ? s + 1 : path;
 }
 
-int ptl_script_run(const char *path, const ptl_script_opts *opts_in)
+static int script_run(const char *path, const char *text, size_t len,
+                      const ptl_script_opts *opts_in)
 {
     runner *r = calloc(1, sizeof *r);
     if (!r) {
@@ -2352,7 +2353,16 @@ int ptl_script_run(const char *path, const ptl_script_opts *opts_in)
 
     int rc = PTL_SCRIPT_OK;
     lua_pushcfunction(L, msgh);
-    int st = luaL_loadfilex(L, path, "t");
+    int st;
+    if (text) { /* chunk name "@path", as luaL_loadfilex gives a file's */
+        char *chunk = ptl__xcalloc(1, strlen(path) + 2);
+        chunk[0] = '@';
+        memcpy(chunk + 1, path, strlen(path));
+        st = luaL_loadbufferx(L, text, len, chunk, "t");
+        free(chunk);
+    } else {
+        st = luaL_loadfilex(L, path, "t");
+    }
     if (st == LUA_ERRFILE) {
         fprintf(stderr, "ptelab: %s\n", lua_tostring(L, -1));
         lua_close(L);
@@ -2411,4 +2421,14 @@ int ptl_script_run(const char *path, const ptl_script_opts *opts_in)
     lua_close(L); /* shuts every machine down */
     free(r);
     return rc;
+}
+
+int ptl_script_run(const char *path, const ptl_script_opts *opts)
+{
+    return script_run(path, NULL, 0, opts);
+}
+
+int ptl_script_run_text(const char *name, const char *text, size_t len, const ptl_script_opts *opts)
+{
+    return script_run(name, text, len, opts);
 }

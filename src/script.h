@@ -51,6 +51,11 @@ void ptl_script_opts_init(ptl_script_opts *opts);
  * file could not be read (printed to stderr). */
 int ptl_script_run(const char *path, const ptl_script_opts *opts);
 
+/* The same for a scenario held in memory (len bytes of text); name stands for its path
+ * in messages. */
+int ptl_script_run_text(const char *name, const char *text, size_t len,
+                        const ptl_script_opts *opts);
+
 #define PTL_SCRIPT_OK        0
 #define PTL_SCRIPT_LUA_ERROR 1
 #define PTL_SCRIPT_STOP      2

@@ -20,7 +20,8 @@
  *
  * Invariants (ptl__sysptes_check): the engine is consistent; every reserved run has its
  * length recorded at its first PTE and a kind on every PTE; free PTEs are invalid and of
- * kind FREE; the sum of run lengths is total - free.
+ * kind FREE; the sum of run lengths is total - free. Reserve and release tell the
+ * incremental check (icheck.c) which range of the run map and the allocator they changed.
  */
 #include "internal.h"
 
@@ -140,6 +141,7 @@ uint32_t ptl__syspte_reserve(ptl_machine *m, int type, uint32_t n, ptl__pte_kind
     for (uint32_t i = 0; i < n; i++)
         memcpy(&info[i], &word, sizeof word);
     info->run_len = n;
+    ptl__icheck_sysptes_changed(m, type, (uint32_t)start, n);
     uint32_t used = p->total - ptl__spool_free_count(p->alloc);
     if (used > p->peak_used)
         p->peak_used = used;
@@ -172,6 +174,7 @@ int ptl__syspte_release(ptl_machine *m, int type, uint32_t va, uint32_t n)
     ptl__pte_write_run(m, 0, va, n, 0, 0);
     memset(&p->info[start], 0, n * sizeof *p->info); /* PTL_KIND_FREE, no run, no driver */
     ptl__spool_free(p->alloc, start, n);
+    ptl__icheck_sysptes_changed(m, type, start, n);
     p->releases++;
     return PTL_RELEASE_OK;
 }

@@ -158,6 +158,11 @@ const char *ptl_bugcheck_name(uint32_t code);
 /* Print the STOP as the NT 4.0 blue screen did: "*** STOP: 0x0000003F (...)" and name. */
 void ptl_stop_print(const ptl_stop *stop, FILE *out);
 
+/* ptl_check (0: invariants hold) re-checks only what changed since its last call, and
+ * walks everything on the first, in native mode and after a failure. ptl_check_full
+ * always walks everything: the plain reference, slower, with the same verdict. */
+int ptl_check_full(ptl_machine *m);
+
 /* The machine the calling host thread is running driver code on (inside ptl_call), else
  * NULL. The only global state in ptelab, and thread-local. */
 ptl_machine *ptl_current(void);
