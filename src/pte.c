@@ -260,15 +260,20 @@ static void plain_write(ptl_machine *m, uint32_t *slot, uint32_t k, uint32_t val
     __m128i want = _mm_add_epi32(_mm_set1_epi32((int)value), lane_steps(step)),
             inc = _mm_set1_epi32((int)(4 * step)), one = _mm_set1_epi32(1),
             lim = _mm_set1_epi32((int)ram);
-    for (; i + 4 <= k; i += 4, want = _mm_add_epi32(want, inc)) {
-        __m128i old = _mm_loadu_si128((const __m128i *)(slot + i));
-        __m128i valid = _mm_cmpeq_epi32(_mm_and_si128(old, one), one);
-        __m128i in_ram = _mm_cmplt_epi32(_mm_srli_epi32(old, PTL_PAGE_SHIFT), lim);
-        if (_mm_movemask_epi8(_mm_and_si128(valid, in_ram)))
-            for (uint32_t j = i; j < i + 4; j++)
+    __m128i inc2 = _mm_add_epi32(inc, inc);
+    for (; i + 8 <= k; i += 8, want = _mm_add_epi32(want, inc2)) { /* eight at a time */
+        __m128i a = _mm_loadu_si128((const __m128i *)(slot + i));
+        __m128i b = _mm_loadu_si128((const __m128i *)(slot + i + 4));
+        __m128i ram_a = _mm_and_si128(_mm_cmpeq_epi32(_mm_and_si128(a, one), one),
+                                      _mm_cmplt_epi32(_mm_srli_epi32(a, PTL_PAGE_SHIFT), lim));
+        __m128i ram_b = _mm_and_si128(_mm_cmpeq_epi32(_mm_and_si128(b, one), one),
+                                      _mm_cmplt_epi32(_mm_srli_epi32(b, PTL_PAGE_SHIFT), lim));
+        if (_mm_movemask_epi8(_mm_or_si128(ram_a, ram_b)))
+            for (uint32_t j = i; j < i + 8; j++)
                 if (maps_ram(slot[j], ram))
                     map_unref(m, slot[j]);
         _mm_storeu_si128((__m128i *)(slot + i), want);
+        _mm_storeu_si128((__m128i *)(slot + i + 4), _mm_add_epi32(want, inc));
     }
 #endif
     for (; i < k; i++) {

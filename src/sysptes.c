@@ -135,11 +135,9 @@ uint32_t ptl__syspte_reserve(ptl_machine *m, int type, uint32_t n, ptl__pte_kind
     }
     p->reserves++;
     ptl__pteinfo *info = &p->info[start];
-    const ptl__pteinfo inner = {.run_len = 0, .kind = (uint8_t)kind, .driver = driver};
-    uint64_t word; /* the entry as one 8-byte store (two stores for the bitfields otherwise) */
-    memcpy(&word, &inner, sizeof word);
-    for (uint32_t i = 0; i < n; i++)
-        memcpy(&info[i], &word, sizeof word);
+    info[0] = (ptl__pteinfo){.run_len = 0, .kind = (uint8_t)kind, .driver = driver};
+    for (uint32_t have = 1; have < n; have *= 2) /* copies of copies: memcpy's wide stores */
+        memcpy(&info[have], info, (have < n - have ? have : n - have) * sizeof *info);
     info->run_len = n;
     ptl__icheck_sysptes_changed(m, type, (uint32_t)start, n);
     uint32_t used = p->total - ptl__spool_free_count(p->alloc);
