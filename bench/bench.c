@@ -831,6 +831,51 @@ static void memory_row(void)
     ptl_shutdown(m);
 }
 
+/* The host's memory latency: a dependent chain over a random cycle through `bytes`. It
+ * bounds what the 2^25-index spool rows can do (their structures and the held-run array
+ * are tens of MB, touched at random). */
+static double chase_ns(size_t bytes, long steps)
+{
+    size_t n = bytes / sizeof(uint32_t);
+    uint32_t *next = malloc(n * sizeof *next), *order = malloc(n * sizeof *order);
+    for (size_t i = 0; i < n; i++)
+        order[i] = (uint32_t)i;
+    for (size_t i = n - 1; i > 0; i--) {
+        size_t j = (size_t)(((uint64_t)rnd() * (i + 1)) >> 32);
+        uint32_t t = order[i];
+        order[i] = order[j];
+        order[j] = t;
+    }
+    for (size_t i = 0; i < n; i++)
+        next[order[i]] = order[(i + 1) % n];
+    free(order);
+    uint32_t x = 0;
+    double v[RUNS];
+    for (int r = 0; r < RUNS; r++) {
+        double t0 = now_ns();
+        for (long i = 0; i < steps; i++)
+            x = next[x];
+        v[r] = (now_ns() - t0) / (double)steps;
+    }
+    sink(x);
+    free(next);
+    return median(v, RUNS);
+}
+
+static void latency_rows(void)
+{
+    fprintf(stderr, "  host memory latency ...\n");
+    static const size_t sizes[] = {1u << 20, 8u << 20, 32u << 20};
+    for (int i = 0; i < 3; i++) {
+        char name[96];
+        snprintf(name, sizeof name, "Host: dependent load, random over %zu MB", sizes[i] >> 20);
+        row *r = add_row(name);
+        r->a = chase_ns(sizes[i], quick ? 200000 : 2000000);
+        r->a_ops = quick ? 200000 : 2000000;
+        snprintf(r->note, sizeof r->note, "what a cache miss costs on this host");
+    }
+}
+
 static void machine_line(void)
 {
     char model[256] = "unknown";
@@ -879,6 +924,8 @@ int ptl_bench_main(int argc, char **argv)
     fflush(stdout);
     if (wanted("Memory: host RSS"))
         memory_row(); /* first: a fresh heap */
+    if (wanted("Host: dependent load"))
+        latency_rows();
     if (wanted("spool: differential"))
         diff_row();
     spool_rows(50000);
