@@ -156,7 +156,7 @@ static int fast_format(char *buf, size_t cap, const char *fmt, va_list ap, size_
             if (!str)
                 return -1; /* glibc prints "(null)", or not: leave it to glibc */
             size_t sl = 0;
-            while (str[sl] && (prec < 0 || sl < (size_t)prec))
+            while ((prec < 0 || sl < (size_t)prec) && str[sl]) /* a tag need not end */
                 sl++;
             out_padded(&o, str, sl, width, left, ' ');
             continue;

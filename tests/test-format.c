@@ -82,6 +82,16 @@ static void test_matches_snprintf(void **state)
         one_round(rnd64());
 }
 
+static void test_precision_bounds_the_read(void **state)
+{
+    (void)state;
+    /* a pool tag: four characters and no terminator; %.4s must read no further (ASan) */
+    char *tag = malloc(4);
+    memcpy(tag, "Tag1", 4);
+    SAME("tag %.4s|%.2s|%-6.4s|%6.3s", tag, tag, tag, tag);
+    free(tag);
+}
+
 static void test_defers_what_it_does_not_handle(void **state)
 {
     (void)state;
@@ -97,6 +107,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matches_snprintf),
+        cmocka_unit_test(test_precision_bounds_the_read),
         cmocka_unit_test(test_defers_what_it_does_not_handle),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
