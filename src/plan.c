@@ -939,8 +939,11 @@ double ptl_plan_log(double x)
 static double log_tab[257], inv_tab[257];
 static pthread_once_t log_once = PTHREAD_ONCE_INIT;
 
+static void exp_tab_init(void);
+
 static void log_tab_init(void)
 {
+    exp_tab_init();
     for (int j = 0; j <= 256; j++) {
         double c = 1.0 + (j + 0.5) / 256.0;
         if (j == 256)
@@ -964,21 +967,47 @@ static inline double fast_log(double x)
     return e * 0.6931471805599453 + log_tab[j] + p;
 }
 
-static double plan_exp(double x)
+/* exp(x) by its Taylor series after reduction by ln 2 (|r| <= 0.35, 14 terms): slow and
+ * exact to the last bit or two; it builds the table of plan_exp. */
+static double exp_series(double x)
 {
-    if (x > 700)
-        return INFINITY;
-    if (x < -700)
-        return 0;
     double kd = x / 0.6931471805599453;
     int k = (int)(kd < 0 ? kd - 0.5 : kd + 0.5);
     double r = x - k * 0.6931471805599453, sum = 1;
     static const double inv[15] = {0,       1,       1 / 2.,  1 / 3.,  1 / 4.,
                                    1 / 5.,  1 / 6.,  1 / 7.,  1 / 8.,  1 / 9.,
                                    1 / 10., 1 / 11., 1 / 12., 1 / 13., 1 / 14.};
-    for (int i = 14; i >= 1; i--) /* |r| <= 0.35: 14 terms of Taylor, Horner form */
+    for (int i = 14; i >= 1; i--) /* Horner form */
         sum = 1.0 + sum * r * inv[i];
     return sum * bits_dbl((uint64_t)(k + 1023) << 52);
+}
+
+/* 2^(j/64), j = 0..63, built once with exp_series (so it is the same everywhere). */
+static double exp2_tab[64];
+
+static void exp_tab_init(void)
+{
+    for (int j = 0; j < 64; j++)
+        exp2_tab[j] = exp_series(j * (0.6931471805599453 / 64));
+}
+
+/* exp(x) = 2^(k/64) * exp(r), |r| <= ln 2 / 128: a table and seven terms. The lognormal
+ * variates of every trial need it (exp_tab_init runs with log_tab_init). */
+static double plan_exp(double x)
+{
+    if (x > 700)
+        return INFINITY;
+    if (x < -700)
+        return 0;
+    const double ln2_64_hi = 0.6931471805599453 / 64; /* ln 2 / 64, and what it leaves */
+    const double ln2_64_lo = 2.3190468138462996e-17 / 64;
+    double kd = x / ln2_64_hi;
+    int k = (int)(kd < 0 ? kd - 0.5 : kd + 0.5);
+    double r = (x - k * ln2_64_hi) - k * ln2_64_lo;
+    double p =
+        1 + r * (1 + r * (1 / 2. + r * (1 / 6. + r * (1 / 24. + r * (1 / 120. + r / 720.)))));
+    int j = k & 63, e = (k - j) / 64; /* k = 64 e + j, 0 <= j < 64 */
+    return p * exp2_tab[j] * bits_dbl((uint64_t)(e + 1023) << 52);
 }
 
 static double plan_sqrt(double x)
