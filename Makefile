@@ -40,7 +40,8 @@ check-asan: deps-build deps-test
 	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j $(JOBS)
 
 # Debug build of the suite with ptl_check before every operation (every 64th in the few
-# tests that run tens of thousands of operations): slow, thorough.
+# tests that run tens of thousands of operations), each held to the full walk
+# (ptl_check_full): slow, thorough.
 check-paranoid: deps-build deps-test
 	@cmake -S . -B build-paranoid -DPTELAB_WERROR=ON -DPTELAB_PARANOID=ON \
 	    -DCMAKE_BUILD_TYPE=Debug $(CMAKE_ARGS) >/dev/null
