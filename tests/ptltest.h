@@ -1,12 +1,38 @@
 /* ptltest.h - what several tests share: a machine with a PCI adapter, two processes, a
- * driver and a user buffer; and a look through the event log. */
+ * driver and a user buffer; a look through the event log; the randomised tests' seed and
+ * generator. Include it after cmocka.h. */
 #ifndef PTLTEST_H
 #define PTLTEST_H
 
 #include <ptelab/ptelab.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define PTLTEST_ADAPTER 0xE0000000ull
+
+/* Randomised tests: PTELAB_SEED=N when set, else the time. Each test prints the seed it
+ * used, so that PTELAB_SEED=N replays the run. */
+static inline uint64_t ptltest_seed(void)
+{
+    const char *s = getenv("PTELAB_SEED");
+    return s ? strtoull(s, NULL, 0) : (uint64_t)time(NULL);
+}
+
+/* xorshift64 on a state the test seeds (never 0). */
+static uint64_t ptltest_rng_state __attribute__((unused)) = 1;
+static inline uint64_t ptltest_rnd64(void)
+{
+    ptltest_rng_state ^= ptltest_rng_state << 13;
+    ptltest_rng_state ^= ptltest_rng_state >> 7;
+    ptltest_rng_state ^= ptltest_rng_state << 17;
+    return ptltest_rng_state;
+}
+static inline uint32_t ptltest_rnd(void)
+{
+    return (uint32_t)(ptltest_rnd64() >> 11);
+}
 
 typedef struct ptltest_rig {
     ptl_machine *m;

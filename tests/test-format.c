@@ -17,15 +17,7 @@
 #include <cmocka.h>
 
 #include "internal.h"
-
-static uint64_t rng_state;
-static uint64_t rnd64(void)
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return rng_state;
-}
+#include "ptltest.h"
 
 /* Both formatters, every capacity from 0 to a little past the full length. */
 #define SAME(...)                                                                             \
@@ -68,18 +60,17 @@ static void one_round(uint64_t r)
 static void test_matches_snprintf(void **state)
 {
     (void)state;
-    const char *e = getenv("PTELAB_SEED");
-    uint64_t seed = e ? strtoull(e, NULL, 0) : (uint64_t)time(NULL);
+    uint64_t seed = ptltest_seed();
     printf("format: seed %llu (PTELAB_SEED=%llu replays)\n", (unsigned long long)seed,
            (unsigned long long)seed);
-    rng_state = seed | 1;
+    ptltest_rng_state = seed | 1;
     static const uint64_t edges[] = {
         0,           1,           UINT64_MAX,           (uint64_t)INT_MIN, (uint64_t)INT_MAX,
         0x80000000u, 0xFFFFFFFFu, 0x7FFFFFFFFFFFFFFFull};
     for (size_t i = 0; i < sizeof edges / sizeof edges[0]; i++)
         one_round(edges[i]);
     for (int i = 0; i < 2000; i++)
-        one_round(rnd64());
+        one_round(ptltest_rnd64());
 }
 
 static void test_precision_bounds_the_read(void **state)

@@ -26,24 +26,16 @@
 #include <cmocka.h>
 
 #include "internal.h"
+#include "ptltest.h"
 #include <ptelab/wdm.h>
 
 #define ADAPTER 0xE0000000ull
 #define SLOTS   6
 
-static uint64_t rng_state;
-static uint32_t rnd(void)
+/* The seed (printed, so PTELAB_SEED=N replays it), never 0. */
+static uint64_t icheck_seed(void)
 {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (uint32_t)(rng_state >> 11);
-}
-
-static uint64_t test_seed(void)
-{
-    const char *s = getenv("PTELAB_SEED");
-    uint64_t seed = s ? strtoull(s, NULL, 0) : (uint64_t)time(NULL);
+    uint64_t seed = ptltest_seed();
     printf("test-icheck: PTELAB_SEED=%llu\n", (unsigned long long)seed);
     return seed ? seed : 1;
 }
@@ -127,34 +119,35 @@ typedef struct world {
 
 static uint32_t some_size(void)
 {
-    switch (rnd() % 4) {
+    switch (ptltest_rnd() % 4) {
     case 0:
-        return 1 + rnd() % 100;
+        return 1 + ptltest_rnd() % 100;
     case 1:
-        return PAGE_SIZE * (1 + rnd() % 8);
+        return PAGE_SIZE * (1 + ptltest_rnd() % 8);
     case 2:
-        return rnd() % (256u << 10);
+        return ptltest_rnd() % (256u << 10);
     default:
-        return PAGE_SIZE * (1 + rnd() % 1100); /* across a page table */
+        return PAGE_SIZE * (1 + ptltest_rnd() % 1100); /* across a page table */
     }
 }
 
 static uint64_t some_pa(void)
 {
-    return rnd() % 2 ? ADAPTER + rnd() % (1u << 20) : (uint64_t)(rnd() % (64u << 20));
+    return ptltest_rnd() % 2 ? ADAPTER + ptltest_rnd() % (1u << 20)
+                             : (uint64_t)(ptltest_rnd() % (64u << 20));
 }
 
 static void op(void *arg)
 {
     world *w = arg;
-    int k = (int)(rnd() % SLOTS);
+    int k = (int)(ptltest_rnd() % SLOTS);
     PHYSICAL_ADDRESS pa;
     switch (w->op) {
     case 0:
         if (!w->io_va[k]) {
             pa.QuadPart = (LONGLONG)some_pa();
             uint32_t n = some_size();
-            PVOID va = MmMapIoSpace(pa, n, (MEMORY_CACHING_TYPE)(rnd() % 3));
+            PVOID va = MmMapIoSpace(pa, n, (MEMORY_CACHING_TYPE)(ptltest_rnd() % 3));
             if (va) {
                 w->io_va[k] = (uint32_t)(uintptr_t)va;
                 w->io_bytes[k] = n;
@@ -167,19 +160,20 @@ static void op(void *arg)
         break;
     case 1:
         if (!w->mdls[k]) {
-            uint32_t buf = w->bufs[rnd() % 3];
-            w->mdls[k] = IoAllocateMdl((PVOID)(uintptr_t)(buf + rnd() % 4096), 1 + rnd() % 12000,
-                                       FALSE, FALSE, NULL);
+            uint32_t buf = w->bufs[ptltest_rnd() % 3];
+            w->mdls[k] = IoAllocateMdl((PVOID)(uintptr_t)(buf + ptltest_rnd() % 4096),
+                                       1 + ptltest_rnd() % 12000, FALSE, FALSE, NULL);
         } else if (!(w->mdls[k]->MdlFlags & MDL_PAGES_LOCKED)) {
             PTL_TRY
             {
-                MmProbeAndLockPages(w->mdls[k], rnd() % 2 ? UserMode : KernelMode, IoWriteAccess);
+                MmProbeAndLockPages(w->mdls[k], ptltest_rnd() % 2 ? UserMode : KernelMode,
+                                    IoWriteAccess);
             }
             PTL_EXCEPT(EXCEPTION_EXECUTE_HANDLER) {}
-        } else if (!w->mdl_sys[k] && rnd() % 2) {
+        } else if (!w->mdl_sys[k] && ptltest_rnd() % 2) {
             w->mdl_sys[k] = (uint32_t)(uintptr_t)MmMapLockedPagesSpecifyCache(
                 w->mdls[k], KernelMode, MmCached, NULL, FALSE, NormalPagePriority);
-        } else if (!w->mdl_user[k] && rnd() % 2) {
+        } else if (!w->mdl_user[k] && ptltest_rnd() % 2) {
             PTL_TRY
             {
                 w->mdl_user[k] = (uint32_t)(uintptr_t)MmMapLockedPages(w->mdls[k], UserMode);
@@ -198,7 +192,7 @@ static void op(void *arg)
         break;
     case 2:
         if (!w->nc_va[k]) {
-            uint32_t n = 1 + rnd() % (64u << 10);
+            uint32_t n = 1 + ptltest_rnd() % (64u << 10);
             PVOID va = MmAllocateNonCachedMemory(n);
             if (va) {
                 w->nc_va[k] = (uint32_t)(uintptr_t)va;
@@ -219,7 +213,7 @@ static void op(void *arg)
             break;
         LARGE_INTEGER off;
         off.QuadPart = (LONGLONG)(some_pa() & ~0xFFFull);
-        SIZE_T size = 1 + rnd() % (128u << 10);
+        SIZE_T size = 1 + ptltest_rnd() % (128u << 10);
         PVOID base = NULL;
         if (NT_SUCCESS(ZwMapViewOfSection(h, NtCurrentProcess(), &base, 0, size, &off, &size,
                                           ViewUnmap, 0, PAGE_READWRITE)))
@@ -239,9 +233,9 @@ static void op(void *arg)
         if (NT_SUCCESS(ZwAllocateVirtualMemory(NtCurrentProcess(), &base, 0, &size,
                                                MEM_COMMIT | MEM_RESERVE, PAGE_READWRITE))) {
             uint8_t b = 0x5A;
-            for (SIZE_T off = 0; off < size; off += PAGE_SIZE * (1 + rnd() % 3))
+            for (SIZE_T off = 0; off < size; off += PAGE_SIZE * (1 + ptltest_rnd() % 3))
                 RtlCopyMemory((PUCHAR)base + off, &b, 1);
-            if (rnd() % 3) {
+            if (ptltest_rnd() % 3) {
                 size = 0;
                 ZwFreeVirtualMemory(NtCurrentProcess(), &base, &size, MEM_RELEASE);
             }
@@ -251,9 +245,9 @@ static void op(void *arg)
     default: { /* writes through mappings of adapter memory and of the user buffers (a
                 * write through a mapping of any RAM could corrupt a page table: the checks
                 * would rightly say so) */
-        uint32_t va = rnd() % 2 && w->io_pa[k] >= ADAPTER ? w->io_va[k] : w->mdl_sys[k];
+        uint32_t va = ptltest_rnd() % 2 && w->io_pa[k] >= ADAPTER ? w->io_va[k] : w->mdl_sys[k];
         if (va) {
-            ULONG v = rnd();
+            ULONG v = ptltest_rnd();
             RtlCopyMemory((PVOID)(uintptr_t)va, &v, sizeof v);
         }
         break;
@@ -264,7 +258,7 @@ static void op(void *arg)
 static void dpc(void *arg)
 {
     world *w = arg;
-    uint32_t va = w->io_va[rnd() % SLOTS];
+    uint32_t va = w->io_va[ptltest_rnd() % SLOTS];
     if (va) {
         ULONG v;
         RtlCopyMemory(&v, (PVOID)(uintptr_t)va, sizeof v);
@@ -274,18 +268,18 @@ static void dpc(void *arg)
 static void step(world *w)
 {
     ptl_stop stop;
-    ptl_process *p = w->procs[rnd() % 3];
-    ptl_driver *d = w->drv[rnd() % 2];
-    uint32_t r = rnd() % 100;
+    ptl_process *p = w->procs[ptltest_rnd() % 3];
+    ptl_driver *d = w->drv[ptltest_rnd() % 2];
+    uint32_t r = ptltest_rnd() % 100;
     if (r < 80) {
-        w->op = (int)(rnd() % 7);
+        w->op = (int)(ptltest_rnd() % 7);
         ptl_call(w->m, p, d, op, w, &stop);
     } else if (r < 84) {
         ptl_call_dpc(w->m, d, dpc, w, &stop);
     } else if (r < 88) {
         ptl_process_swap_out(p);
     } else if (r < 92) {
-        int k = (int)(rnd() % SLOTS);
+        int k = (int)(ptltest_rnd() % SLOTS);
         if (w->threads[k]) {
             ptl_thread_exit(w->threads[k]);
             w->threads[k] = NULL;
@@ -293,20 +287,20 @@ static void step(world *w)
             w->threads[k] = ptl_thread_create(w->m, p);
         }
     } else if (r < 95) {
-        uint32_t v = rnd();
-        ptl_user_write(p, w->bufs[rnd() % 3] + rnd() % 8192, &v, 4);
+        uint32_t v = ptltest_rnd();
+        ptl_user_write(p, w->bufs[ptltest_rnd() % 3] + ptltest_rnd() % 8192, &v, 4);
     } else if (r < 97) {
         static FILE *sink;
         if (!sink)
             sink = fopen("/dev/null", "w");
-        ptl_kd(w->m, rnd() % 2 ? "!vm" : "!sysptes 1", sink);
+        ptl_kd(w->m, ptltest_rnd() % 2 ? "!vm" : "!sysptes 1", sink);
     } else {
         /* a driver comes and goes (the verifier may stop the machine over its leaks) */
-        int k = (int)(rnd() % 2);
+        int k = (int)(ptltest_rnd() % 2);
         if (ptl_driver_loaded(w->drv[k]))
             ptl_driver_unload(w->drv[k], &stop);
         else
-            w->drv[k] = ptl_driver_load(w->m, k ? "b.sys" : "a.sys", 4096 + rnd() % 40000);
+            w->drv[k] = ptl_driver_load(w->m, k ? "b.sys" : "a.sys", 4096 + ptltest_rnd() % 40000);
     }
 }
 
@@ -334,7 +328,7 @@ static void world_free(world *w)
 static void test_random_operations_agree(void **state)
 {
     (void)state;
-    rng_state = test_seed();
+    ptltest_rng_state = icheck_seed();
     for (int variant = 0; variant < 16; variant++) {
         world w;
         world_boot(&w, variant);
@@ -346,7 +340,7 @@ static void test_random_operations_agree(void **state)
                 world_boot(&w, variant);
                 continue;
             }
-            if (i % 3 == 0 || rnd() % 4 == 0) { /* checks between several operations too */
+            if (i % 3 == 0 || ptltest_rnd() % 4 == 0) { /* checks between several operations too */
                 if (both(w.m) != 0)
                     fail_msg("variant %d, step %d: %s", variant, i, ptl_error());
                 assert_totals(w.m);
@@ -388,7 +382,7 @@ static void test_phys_write_corruption_is_caught(void **state)
 {
     (void)state;
     world w;
-    rng_state = 7;
+    ptltest_rng_state = 7;
     world_boot(&w, 1);
     for (int i = 0; i < 40; i++)
         step(&w);
@@ -447,7 +441,7 @@ static void test_kd_edits(void **state)
 {
     (void)state;
     world w;
-    rng_state = 11;
+    ptltest_rng_state = 11;
     world_boot(&w, 2);
     ptl_machine *m = w.m;
     FILE *out = fopen("/dev/null", "w");
@@ -502,7 +496,7 @@ static void test_selfmap_writes_are_caught(void **state)
 {
     (void)state;
     world w;
-    rng_state = 13;
+    ptltest_rng_state = 13;
     world_boot(&w, 3);
     ptl_machine *m = w.m;
     ptl_stop stop;
@@ -535,7 +529,7 @@ static void test_selfmap_writes_are_caught(void **state)
 static void test_random_corruption_agrees(void **state)
 {
     (void)state;
-    rng_state = test_seed() ^ 0x9E3779B97F4A7C15ull;
+    ptltest_rng_state = icheck_seed() ^ 0x9E3779B97F4A7C15ull;
     for (int round = 0; round < 6; round++) {
         world w;
         world_boot(&w, round);
@@ -548,18 +542,18 @@ static void test_random_corruption_agrees(void **state)
                 continue;
             assert_int_equal(both(m), 0);
             /* one word of a directory or a table, at random */
-            uint32_t pd = m->pte.pds[rnd() % (uint32_t)m->pte.npds], pde;
-            uint64_t at = ((uint64_t)pd << 12) + (rnd() % 1024) * 4;
-            if (rnd() % 3) {
-                ptl_phys_read(m, ((uint64_t)pd << 12) + (rnd() % 1024) * 4, &pde, 4);
+            uint32_t pd = m->pte.pds[ptltest_rnd() % (uint32_t)m->pte.npds], pde;
+            uint64_t at = ((uint64_t)pd << 12) + (ptltest_rnd() % 1024) * 4;
+            if (ptltest_rnd() % 3) {
+                ptl_phys_read(m, ((uint64_t)pd << 12) + (ptltest_rnd() % 1024) * 4, &pde, 4);
                 if ((pde & PTL_PTE_VALID) && (pde >> 12) < m->phys.ram_pages)
-                    at = ((uint64_t)(pde >> 12) << 12) + (rnd() % 1024) * 4;
+                    at = ((uint64_t)(pde >> 12) << 12) + (ptltest_rnd() % 1024) * 4;
             }
             uint32_t old, bad;
             ptl_phys_read(m, at, &old, 4);
-            switch (rnd() % 4) {
+            switch (ptltest_rnd() % 4) {
             case 0:
-                bad = old ^ (1u << (rnd() % 32));
+                bad = old ^ (1u << (ptltest_rnd() % 32));
                 break;
             case 1:
                 bad = 0;
@@ -568,7 +562,7 @@ static void test_random_corruption_agrees(void **state)
                 bad = old ^ PTL_PTE_VALID;
                 break;
             default:
-                bad = rnd();
+                bad = ptltest_rnd();
                 break;
             }
             ptl_phys_write(m, at, &bad, 4);

@@ -13,6 +13,7 @@
 #include <cmocka.h>
 
 #include "internal.h"
+#include "ptltest.h"
 #include <ptelab/wdm.h>
 
 #define MB (1024ull * 1024ull)
@@ -27,21 +28,6 @@ static ptl_machine *boot_mb(uint64_t ram_mb)
         fprintf(stderr, "boot of %llu MB failed: %s\n", (unsigned long long)ram_mb, ptl_error());
     assert_non_null(m);
     return m;
-}
-
-static uint64_t test_seed(void)
-{
-    const char *s = getenv("PTELAB_SEED");
-    return s ? strtoull(s, NULL, 0) : (uint64_t)time(NULL);
-}
-
-static uint64_t rng_state;
-static uint32_t rnd(void)
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (uint32_t)(rng_state >> 11);
 }
 
 /* Resident set size in bytes, from /proc/self/statm (second field, in pages). */
@@ -94,20 +80,20 @@ static void test_phys_round_trip(void **state)
     (void)state;
     ptl_machine *m = boot_mb(64);
     assert_int_equal(ptl_adapter_add(m, PCIBus, 0, 0xE0000000ull, 1u << 20), 0);
-    uint64_t seed = test_seed();
+    uint64_t seed = ptltest_seed();
     printf("phys round trip: seed %llu (PTELAB_SEED=%llu replays)\n", (unsigned long long)seed,
            (unsigned long long)seed);
-    rng_state = seed * 2654435761u + 1;
+    ptltest_rng_state = seed * 2654435761u + 1;
     static uint8_t out[3 * 4096 + 17], in[sizeof out];
     for (int round = 0; round < 200; round++) {
         for (size_t i = 0; i < sizeof out; i++)
-            out[i] = (uint8_t)rnd();
-        size_t n = 1 + rnd() % sizeof out;
+            out[i] = (uint8_t)ptltest_rnd();
+        size_t n = 1 + ptltest_rnd() % sizeof out;
         /* RAM (across frame boundaries too) or the aperture. RAM below 32 MB holds the
          * page tables: a device scribbling there corrupts the machine, as it would on NT,
          * and ptl_check would rightly say so. */
-        uint64_t pa = (round & 1) ? 0xE0000000ull + rnd() % ((1u << 20) - n)
-                                  : 32 * MB + (uint64_t)(rnd() % (32 * MB - n));
+        uint64_t pa = (round & 1) ? 0xE0000000ull + ptltest_rnd() % ((1u << 20) - n)
+                                  : 32 * MB + (uint64_t)(ptltest_rnd() % (32 * MB - n));
         assert_int_equal(ptl_phys_write(m, pa, out, n), 0);
         memset(in, 0, sizeof in);
         assert_int_equal(ptl_phys_read(m, pa, in, n), 0);

@@ -18,24 +18,10 @@
 #include <cmocka.h>
 
 #include "internal.h"
+#include "ptltest.h"
 #include <ptelab/wdm.h>
 
 #define APERTURE 0xE0000000ull
-
-static uint64_t test_seed(void)
-{
-    const char *s = getenv("PTELAB_SEED");
-    return s ? strtoull(s, NULL, 0) : (uint64_t)time(NULL);
-}
-
-static uint64_t rng_state;
-static uint32_t rnd(void)
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (uint32_t)(rng_state >> 11);
-}
 
 static ptl_machine *boot64(void)
 {
@@ -85,12 +71,12 @@ static void test_selfmap_formula(void **state)
 static void test_selfmap_random(void **state)
 {
     (void)state;
-    uint64_t seed = test_seed();
+    uint64_t seed = ptltest_seed();
     printf("selfmap random: seed %llu (PTELAB_SEED=%llu replays)\n", (unsigned long long)seed,
            (unsigned long long)seed);
-    rng_state = seed * 2654435761u + 1;
+    ptltest_rng_state = seed * 2654435761u + 1;
     for (int i = 0; i < 100000; i++) {
-        uint32_t va = rnd() ^ (rnd() << 21);
+        uint32_t va = ptltest_rnd() ^ (ptltest_rnd() << 21);
         uint32_t pte = PTL_PTE_VA(va), pde = PTL_PDE_VA(va);
         assert_true(pte >= 0xC0000000u && pte < 0xC0400000u);
         assert_true(pde >= 0xC0300000u && pde < 0xC0301000u);
@@ -343,8 +329,8 @@ static void test_user_pte(void **state)
 static void test_write_run_twin(void **state)
 {
     (void)state;
-    uint64_t seed = test_seed();
-    rng_state = seed | 1;
+    uint64_t seed = ptltest_seed();
+    ptltest_rng_state = seed | 1;
     printf("pte run twin: seed %llu (PTELAB_SEED=%llu replays)\n", (unsigned long long)seed,
            (unsigned long long)seed);
     ptl_config cfg;
@@ -363,21 +349,22 @@ static void test_write_run_twin(void **state)
         assert_int_equal(ptl__phys_alloc(&ref->phys, PTL_USE_NONPAGED_POOL, 0), frames[i]);
     }
     for (int op = 0; op < 400; op++) {
-        uint32_t n = 1 + rnd() % (rnd() % 4 == 0 ? span : 40);
-        uint32_t at = rnd() % (span - n + 1), first, step;
-        switch (rnd() % 4) {
+        uint32_t n = 1 + ptltest_rnd() % (ptltest_rnd() % 4 == 0 ? span : 40);
+        uint32_t at = ptltest_rnd() % (span - n + 1), first, step;
+        switch (ptltest_rnd() % 4) {
         case 0: /* device memory, contiguous */
-            first = ptl__pte_make((uint32_t)(APERTURE >> 12) + rnd() % 256, 1, 0, rnd() % 3);
+            first = ptl__pte_make((uint32_t)(APERTURE >> 12) + ptltest_rnd() % 256, 1, 0,
+                                  ptltest_rnd() % 3);
             step = PTL_PAGE_SIZE;
             break;
         case 1: /* RAM frames in use, contiguous from one of ours */
             n = n > 32 ? 32 : n;
             at = at > span - n ? span - n : at;
-            first = ptl__pte_make(frames[rnd() % 32], rnd() & 1, 0, 1);
+            first = ptl__pte_make(frames[ptltest_rnd() % 32], ptltest_rnd() & 1, 0, 1);
             step = PTL_PAGE_SIZE;
             break;
         case 2: /* the same RAM frame n times */
-            first = ptl__pte_make(frames[rnd() % 64], 1, 0, 1);
+            first = ptl__pte_make(frames[ptltest_rnd() % 64], 1, 0, 1);
             step = 0;
             break;
         default: /* clear */

@@ -20,22 +20,8 @@
 #include <cmocka.h>
 
 #include "internal.h"
+#include "ptltest.h"
 #include "spool.h"
-
-static uint64_t rng_state;
-static uint32_t rnd(void)
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (uint32_t)(rng_state >> 11);
-}
-
-static uint64_t test_seed(void)
-{
-    const char *s = getenv("PTELAB_SEED");
-    return s ? strtoull(s, NULL, 0) : (uint64_t)time(NULL);
-}
 
 typedef struct held {
     uint32_t start, n;
@@ -83,20 +69,20 @@ static void compare_full(ptl__spool *ref, ptl__spool *fast, int with_runs)
 /* A request size: mostly small, sometimes up to max_req, rarely up to big. */
 static uint32_t req_size(uint32_t max_req, uint32_t big)
 {
-    uint32_t r = rnd() % 64;
+    uint32_t r = ptltest_rnd() % 64;
     if (r == 0 && big)
-        return 1 + rnd() % big;
-    return 1 + rnd() % ((r % 8) ? 8 : max_req);
+        return 1 + ptltest_rnd() % big;
+    return 1 + ptltest_rnd() % ((r % 8) ? 8 : max_req);
 }
 
 static void differential(int policy, uint32_t total, uint32_t max_req, uint32_t big, long ops,
                          long full_every)
 {
-    uint64_t seed = test_seed();
+    uint64_t seed = ptltest_seed();
     printf("spool fast/ref: policy %d, %u indices, %ld operations, seed %llu "
            "(PTELAB_SEED=%llu replays)\n",
            policy, total, ops, (unsigned long long)seed, (unsigned long long)seed);
-    rng_state = seed * 2654435761u + (uint64_t)total * 31 + (uint64_t)policy + 1;
+    ptltest_rng_state = seed * 2654435761u + (uint64_t)total * 31 + (uint64_t)policy + 1;
     ptl__spool *ref = ptl__spool_create(PTL_SPOOL_REF, total, policy);
     ptl__spool *fast = ptl__spool_create(PTL_SPOOL_FAST, total, policy);
     uint32_t cap = 1u << 16;
@@ -104,7 +90,7 @@ static void differential(int policy, uint32_t total, uint32_t max_req, uint32_t 
     uint32_t nheld = 0;
     long failures = 0, fragmented = 0;
     for (long op = 0; op < ops; op++) {
-        uint32_t what = rnd() % 100;
+        uint32_t what = ptltest_rnd() % 100;
         if (nheld == 0 || what < 50) {
             uint32_t n = req_size(max_req, big);
             int64_t a = ptl__spool_alloc(ref, n), b = ptl__spool_alloc(fast, n);
@@ -124,7 +110,7 @@ static void differential(int policy, uint32_t total, uint32_t max_req, uint32_t 
                 fragmented += ptl__spool_free_count(ref) >= n;
             }
         } else if (what < 96) {
-            uint32_t k = rnd() % nheld;
+            uint32_t k = ptltest_rnd() % nheld;
             held x = h[k];
             h[k] = h[--nheld];
             assert_true(ptl__spool_is_reserved(ref, x.start, x.n));
@@ -134,7 +120,7 @@ static void differential(int policy, uint32_t total, uint32_t max_req, uint32_t 
         } else if (what < 98) {
             /* reserve_at anywhere: free or not, in range or not */
             uint32_t n = req_size(max_req, 0);
-            uint32_t s = rnd() % (total + 8);
+            uint32_t s = ptltest_rnd() % (total + 8);
             int a = ptl__spool_reserve_at(ref, s, n), b = ptl__spool_reserve_at(fast, s, n);
             if (a != b) {
                 fprintf(stderr, "op %ld: reserve_at(%u, %u): ref %d, fast %d (seed %llu)\n", op, s,
@@ -151,13 +137,13 @@ static void differential(int policy, uint32_t total, uint32_t max_req, uint32_t 
         } else {
             /* is_reserved of an arbitrary range, around a held run or anywhere */
             uint32_t s, n;
-            if (nheld && (rnd() & 1)) {
-                held x = h[rnd() % nheld];
-                s = x.start + (rnd() % 3) - 1;
-                n = x.n + (rnd() % 3) - 1;
+            if (nheld && (ptltest_rnd() & 1)) {
+                held x = h[ptltest_rnd() % nheld];
+                s = x.start + (ptltest_rnd() % 3) - 1;
+                n = x.n + (ptltest_rnd() % 3) - 1;
             } else {
-                s = rnd() % (total + 4);
-                n = rnd() % (max_req + 2);
+                s = ptltest_rnd() % (total + 4);
+                n = ptltest_rnd() % (max_req + 2);
             }
             assert_int_equal(ptl__spool_is_reserved(ref, s, n), ptl__spool_is_reserved(fast, s, n));
         }

@@ -16,6 +16,7 @@
 #include <cmocka.h>
 
 #include "internal.h"
+#include "ptltest.h"
 #include "spool.h"
 
 typedef struct oracle {
@@ -65,41 +66,26 @@ static void oracle_stats(const oracle *o, ptl__spool_stats *st)
     }
 }
 
-static uint64_t rng_state;
-static uint32_t rnd(void)
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (uint32_t)(rng_state >> 11);
-}
-
-static uint64_t test_seed(void)
-{
-    const char *s = getenv("PTELAB_SEED");
-    return s ? strtoull(s, NULL, 0) : (uint64_t)time(NULL);
-}
-
 typedef struct held {
     uint32_t start, n;
 } held;
 
 static void differential(int policy, uint32_t total, uint32_t max_req, long ops)
 {
-    uint64_t seed = test_seed();
+    uint64_t seed = ptltest_seed();
     printf("spool differential: policy %d, %u indices, %ld operations, seed %llu "
            "(PTELAB_SEED=%llu replays)\n",
            policy, total, ops, (unsigned long long)seed, (unsigned long long)seed);
-    rng_state = seed * 2654435761u + 1;
+    ptltest_rng_state = seed * 2654435761u + 1;
     ptl__spool *sp = ptl__spool_create(PTL_SPOOL_REF, total, policy);
     oracle o = {total, policy, calloc(total, 1)};
     held *h = calloc(total, sizeof *h);
     uint32_t nheld = 0;
     long failures = 0;
     for (long op = 0; op < ops; op++) {
-        int do_alloc = nheld == 0 || (rnd() % 100) < 52;
+        int do_alloc = nheld == 0 || (ptltest_rnd() % 100) < 52;
         if (do_alloc) {
-            uint32_t n = 1 + rnd() % ((rnd() % 8) ? 8 : max_req);
+            uint32_t n = 1 + ptltest_rnd() % ((ptltest_rnd() % 8) ? 8 : max_req);
             int64_t a = ptl__spool_alloc(sp, n), b = oracle_alloc(&o, n);
             if (a != b) {
                 fprintf(stderr, "op %ld: alloc(%u): spool %lld, oracle %lld (seed %llu)\n", op, n,
@@ -111,7 +97,7 @@ static void differential(int policy, uint32_t total, uint32_t max_req, long ops)
             else
                 failures++;
         } else {
-            uint32_t k = rnd() % nheld;
+            uint32_t k = ptltest_rnd() % nheld;
             held x = h[k];
             h[k] = h[--nheld];
             assert_true(ptl__spool_is_reserved(sp, x.start, x.n));
