@@ -14,14 +14,14 @@
  *
  * Structure: an open-addressing hash table keyed by PFN (linear probing, tombstones),
  * because I/O-space frames have no PFN entry to hold the attribute, for mappings counted a
- * frame at a time (MDL mappings, noncached memory); and a list of whole ranges for mappings
- * of several contiguous frames (MmMapIoSpace), so that mapping an aperture costs one record
- * rather than one per page. A frame's attribute: its table entry when it has one, else the
- * most recent range covering it, else MmCached for RAM in use. While two attributes are in
- * force at once (NT 4.0 lets it happen, the caller records the hazard), the most recent
- * mapping's wins; when it goes, a range reverts to the attribute of the one still there.
+ * frame at a time (MDL mappings, noncached memory: ptl__cache_ref); and a list of runs for
+ * mappings of contiguous frames (MmMapIoSpace, views: ptl__cache_ref_run), so that mapping
+ * an aperture costs one record rather than one per page. A frame's attribute: its table entry when
+ * it has one, else the most recent range covering it, else MmCached for RAM in use. While two
+ * attributes are in force at once (NT 4.0 lets it happen, the caller records the hazard), the most
+ * recent mapping's wins; when it goes, a range reverts to the attribute of the one still there.
  * Invariant (ptl__cache_check): live == number of slots with count > 0; every such slot and
- * every range holds a valid attribute; no range is empty or runs past 4 GB.
+ * every range holds a valid attribute; no run is empty or runs past 4 GB.
  */
 #include "internal.h"
 
@@ -140,17 +140,31 @@ int ptl__cache_conflict(ptl_machine *m, uint32_t pfn, uint32_t n, int attr, uint
     return 0;
 }
 
+void ptl__cache_ref_run(ptl_machine *m, uint32_t pfn, uint32_t n, int attr)
+{
+    ptl__cache *c = &m->cache;
+    PTL_ASSERT(n >= 1);
+    if (c->nranges == c->capranges) {
+        c->capranges = c->capranges ? 2 * c->capranges : 16;
+        c->ranges = ptl__xrealloc(c->ranges, c->capranges * sizeof *c->ranges);
+    }
+    c->ranges[c->nranges++] = (ptl__cache_range){pfn, n, (int8_t)attr};
+}
+
+void ptl__cache_unref_run(ptl_machine *m, uint32_t pfn, uint32_t n)
+{
+    ptl__cache *c = &m->cache; /* the most recent run of exactly this span */
+    uint32_t i = c->nranges;
+    while (i-- > 0 && !(c->ranges[i].pfn == pfn && c->ranges[i].n == n))
+        ;
+    PTL_ASSERT(i < c->nranges);
+    memmove(&c->ranges[i], &c->ranges[i + 1], (c->nranges - i - 1) * sizeof *c->ranges);
+    c->nranges--;
+}
+
 void ptl__cache_ref(ptl_machine *m, uint32_t pfn, uint32_t n, int attr)
 {
     ptl__cache *c = &m->cache;
-    if (n > 1) {
-        if (c->nranges == c->capranges) {
-            c->capranges = c->capranges ? 2 * c->capranges : 16;
-            c->ranges = ptl__xrealloc(c->ranges, c->capranges * sizeof *c->ranges);
-        }
-        c->ranges[c->nranges++] = (ptl__cache_range){pfn, n, (int8_t)attr};
-        return;
-    }
     for (uint32_t i = 0; i < n; i++) {
         ptl__cache_entry *e = lookup(c, pfn + i, 1);
         if (e->count == 0) {
@@ -170,15 +184,6 @@ void ptl__cache_ref(ptl_machine *m, uint32_t pfn, uint32_t n, int attr)
 void ptl__cache_unref(ptl_machine *m, uint32_t pfn, uint32_t n)
 {
     ptl__cache *c = &m->cache;
-    if (n > 1) { /* the most recent range of exactly this span */
-        uint32_t i = c->nranges;
-        while (i-- > 0 && !(c->ranges[i].pfn == pfn && c->ranges[i].n == n))
-            ;
-        PTL_ASSERT(i < c->nranges);
-        memmove(&c->ranges[i], &c->ranges[i + 1], (c->nranges - i - 1) * sizeof *c->ranges);
-        c->nranges--;
-        return;
-    }
     for (uint32_t i = 0; i < n; i++) {
         ptl__cache_entry *e = lookup(c, pfn + i, 0);
         PTL_ASSERT(e && e->count > 0);
@@ -211,7 +216,7 @@ int ptl__cache_check(ptl_machine *m, FILE *why)
     }
     for (uint32_t i = 0; i < m->cache.nranges; i++) {
         const ptl__cache_range *r = &m->cache.ranges[i];
-        if (r->n < 2 || r->attr < 0 || r->attr > 5 || (uint64_t)r->pfn + r->n > (1ull << 20)) {
+        if (r->n < 1 || r->attr < 0 || r->attr > 5 || (uint64_t)r->pfn + r->n > (1ull << 20)) {
             fprintf(why, "cache: range %u (frames 0x%x+%u, attribute %d) is malformed\n", i, r->pfn,
                     r->n, r->attr);
             return -1;

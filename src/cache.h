@@ -36,10 +36,13 @@ int ptl__cache_current(struct ptl_machine *m, uint32_t pfn);
  * and *existing say where and what. */
 int ptl__cache_conflict(struct ptl_machine *m, uint32_t pfn, uint32_t n, int attr, uint32_t *at,
                         int *existing);
-/* Count a mapping of [pfn, pfn+n) with attr; unref takes the same (pfn, n) back. One frame
- * is counted in the table, a longer run is kept as one range. */
+/* Count frames [pfn, pfn+n) mapped with attr, one by one (the table); unref drops them. */
 void ptl__cache_ref(struct ptl_machine *m, uint32_t pfn, uint32_t n, int attr);
 void ptl__cache_unref(struct ptl_machine *m, uint32_t pfn, uint32_t n);
+/* One mapping of the contiguous frames [pfn, pfn+n) as one record; unref_run takes the
+ * same (pfn, n) back. */
+void ptl__cache_ref_run(struct ptl_machine *m, uint32_t pfn, uint32_t n, int attr);
+void ptl__cache_unref_run(struct ptl_machine *m, uint32_t pfn, uint32_t n);
 int ptl__cache_check(struct ptl_machine *m, FILE *why);
 const char *ptl__cache_name(int attr);
 

@@ -18,7 +18,7 @@
 
 #define EMULATED(p) (!ptl__is_host(m, (p)))
 
-ptl_machine *ptl__ddi_enter(const char *name)
+ptl_machine *ptl__driver_context(const char *name)
 {
     ptl_machine *m = ptl_current();
     if (!m) {
@@ -27,6 +27,12 @@ ptl_machine *ptl__ddi_enter(const char *name)
     }
     if (m->stop.stopped)
         ptl__bugcheck(m, m->stop.info.code, 0, 0, 0, 0); /* lands again; the STOP stays */
+    return m;
+}
+
+ptl_machine *ptl__ddi_enter(const char *name)
+{
+    ptl_machine *m = ptl__driver_context(name);
     ptl__perf_tick(m);
     return m;
 }
@@ -121,22 +127,10 @@ PEPROCESS PsGetCurrentProcess(void)
  * the slow path's outcome: only a TLB entry the walk made can hit, a write needs the page
  * writable and already dirty, and a DPC touching user space still goes the slow way, where
  * the hazard is recorded. */
-static ptl_machine *register_enter(void)
-{
-    ptl_machine *m = ptl_current();
-    if (!m) {
-        fprintf(stderr, "ptelab: READ_/WRITE_REGISTER called outside driver code run by "
-                        "ptl_call\n");
-        abort();
-    }
-    if (m->stop.stopped)
-        ptl__bugcheck(m, m->stop.info.code, 0, 0, 0, 0);
-    return m;
-}
 
 void ptl_kread(const volatile void *addr, void *out, size_t n)
 {
-    ptl_machine *m = register_enter();
+    ptl_machine *m = ptl__driver_context("READ_/WRITE_REGISTER");
     uint8_t *host = ptl__register_hit(addr, n, 0);
     if (host)
         memcpy(out, host, n);
@@ -148,7 +142,7 @@ void ptl_kread(const volatile void *addr, void *out, size_t n)
 
 void ptl_kwrite(volatile void *addr, const void *in, size_t n)
 {
-    ptl_machine *m = register_enter();
+    ptl_machine *m = ptl__driver_context("READ_/WRITE_REGISTER");
     uint8_t *host = ptl__register_hit(addr, n, 1);
     if (host)
         memcpy(host, in, n);

@@ -1097,15 +1097,8 @@ NOCOV static int process_check(ptl_machine *m, FILE *why)
     for (ptl_process *p = m->procs.list; p; p = p->next) {
         if (p->exited || p->is_system)
             continue;
-        for (int i = 0; i < p->nvads; i++) {
-            const ptl__vad *v = &p->vads[i];
-            if (v->start < m->layout.user_lo || v->end > m->layout.user_hi || v->start >= v->end ||
-                (i > 0 && p->vads[i - 1].end > v->start)) {
-                fprintf(why, "process %s: VAD %d [%08x,%08x) is out of place\n", p->name, i,
-                        v->start, v->end);
-                return -1;
-            }
-        }
+        if (ptl__process_vads_check(m, p, why) != 0)
+            return -1;
         chk_proc *pr = proc_of(c, p);
         int all = c->all_ptabs_stale;
         if (!pr) {

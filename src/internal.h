@@ -114,6 +114,12 @@ bool ptl__overlaps_island(const ptl_machine *m, uint32_t start, uint32_t end);
  * a harness misuse: message and abort), a STOP re-landed on a machine that already
  * stopped, and one tick of the simulated clock (ddi.c). */
 ptl_machine *ptl__ddi_enter(const char *name);
+/* The same without the tick: what HAL macros and the thread DDIs that keep their own
+ * clock rules use. */
+ptl_machine *ptl__driver_context(const char *name);
+/* "64K", "1.5M", "3.5G", "4096", "64KB": bytes (0 allowed), or -1 (machine.c; the size
+ * parser behind ptl_parse_size and the planner's workload sizes). */
+int ptl__parse_size_bytes(const char *s, double *bytes);
 
 /* HTML-escape text onto f (report.c; the plan page uses it too). */
 void ptl__html_escape(FILE *f, const char *s);

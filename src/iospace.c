@@ -59,7 +59,7 @@ uint32_t ptl__iospace_map(ptl_machine *m, uint64_t pa, uint32_t bytes, int cache
                         (unsigned long long)pa,
                         ptl__frame_use_name(first_pfn < m->phys.hwm ? m->phys.pfn[first_pfn].Use
                                                                     : PTL_USE_FREE));
-    ptl__cache_ref(m, first_pfn, pages, cache);
+    ptl__cache_ref_run(m, first_pfn, pages, cache);
     ptl__pte_write_run(m, 0, va, pages, ptl__pte_make(first_pfn, 1, 0, cache), PTL_PAGE_SIZE);
     io->maps++;
     io->live_mappings++;
@@ -105,7 +105,7 @@ void ptl__iospace_unmap(ptl_machine *m, uint32_t va, uint32_t bytes)
     }
     uint32_t pte;
     PTL_ASSERT(ptl__pte_read(m, 0, base, &pte) == 0 && (pte & PTL_PTE_VALID));
-    ptl__cache_unref(m, pte >> PTL_PAGE_SHIFT, count);
+    ptl__cache_unref_run(m, pte >> PTL_PAGE_SHIFT, count);
     PTL_ASSERT(ptl__syspte_release(m, PTL_SYSTEM_PTE_SPACE, base, count) == PTL_RELEASE_OK);
     io->unmaps++;
     io->live_mappings--;

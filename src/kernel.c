@@ -644,14 +644,7 @@ NTSTATUS PsCreateSystemThread(PHANDLE ThreadHandle, ULONG DesiredAccess,
                               POBJECT_ATTRIBUTES ObjectAttributes, HANDLE ProcessHandle,
                               PCLIENT_ID ClientId, PKSTART_ROUTINE StartRoutine, PVOID StartContext)
 {
-    ptl_machine *m = ptl_current();
-    if (!m) {
-        fprintf(stderr, "ptelab: PsCreateSystemThread called outside driver code run by "
-                        "ptl_call\n");
-        abort();
-    }
-    if (m->stop.stopped)
-        ptl__bugcheck(m, m->stop.info.code, 0, 0, 0, 0);
+    ptl_machine *m = ptl__driver_context("PsCreateSystemThread");
     (void)DesiredAccess;
     if (!ThreadHandle || !StartRoutine)
         return STATUS_INVALID_PARAMETER;

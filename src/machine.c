@@ -97,15 +97,15 @@ const char *ptl_profile_name(ptl_profile profile)
     return (int)profile >= 0 && (int)profile < 4 ? profile_names[profile] : "?";
 }
 
-uint64_t ptl_parse_size(const char *s)
+int ptl__parse_size_bytes(const char *s, double *bytes)
 {
     if (!s)
-        return 0;
+        return -1;
     char *end;
     errno = 0;
     double v = strtod(s, &end);
-    if (errno || end == s || !(v > 0))
-        return 0;
+    if (errno || end == s || !(v >= 0))
+        return -1;
     double mult = 1;
     if (*end == 'K' || *end == 'k')
         mult = 1024.0, end++;
@@ -115,9 +115,18 @@ uint64_t ptl_parse_size(const char *s)
         mult = 1024.0 * 1024 * 1024, end++;
     if (*end == 'B' || *end == 'b')
         end++;
-    if (*end || v * mult > 1e15)
+    if (*end)
+        return -1;
+    *bytes = v * mult;
+    return 0;
+}
+
+uint64_t ptl_parse_size(const char *s)
+{
+    double v;
+    if (ptl__parse_size_bytes(s, &v) != 0 || !(v > 0) || v > 1e15)
         return 0;
-    return (uint64_t)(v * mult);
+    return (uint64_t)v;
 }
 
 void ptl__set_current(ptl_machine *m)

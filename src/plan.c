@@ -142,23 +142,7 @@ const char *ptl_plan_profile_name(int profile)
 
 int ptl_plan_parse_size(const char *s, double *bytes)
 {
-    char *end;
-    double v = strtod(s, &end);
-    if (end == s || !(v >= 0))
-        return -1;
-    double mult = 1;
-    if (*end == 'K' || *end == 'k')
-        mult = 1024.0, end++;
-    else if (*end == 'M' || *end == 'm')
-        mult = 1024.0 * 1024, end++;
-    else if (*end == 'G' || *end == 'g')
-        mult = 1024.0 * 1024 * 1024, end++;
-    if (*end == 'B' || *end == 'b')
-        end++;
-    if (*end)
-        return -1;
-    *bytes = v * mult;
-    return 0;
+    return ptl__parse_size_bytes(s, bytes);
 }
 
 int ptl_plan_parse_time(const char *s, double *seconds)

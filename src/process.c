@@ -565,6 +565,20 @@ ptl_process *ptl_system_process(ptl_machine *m)
     return ptl__machine_ok(m) ? m->procs.system : NULL;
 }
 
+int ptl__process_vads_check(ptl_machine *m, const ptl_process *p, FILE *why)
+{
+    for (int i = 0; i < p->nvads; i++) {
+        const ptl__vad *v = &p->vads[i];
+        if (v->start < m->layout.user_lo || v->end > m->layout.user_hi || v->start >= v->end ||
+            (i > 0 && p->vads[i - 1].end > v->start)) {
+            fprintf(why, "process %s: VAD %d [%08x,%08x) is out of place\n", p->name, i, v->start,
+                    v->end);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 int ptl__process_check(ptl_machine *m, FILE *why)
 {
     if (!m->procs.current || m->procs.current->exited || m->procs.current->pd != m->mmu.cr3) {
@@ -574,15 +588,8 @@ int ptl__process_check(ptl_machine *m, FILE *why)
     for (ptl_process *p = m->procs.list; p; p = p->next) {
         if (p->exited || p->is_system)
             continue;
-        for (int i = 0; i < p->nvads; i++) {
-            const ptl__vad *v = &p->vads[i];
-            if (v->start < m->layout.user_lo || v->end > m->layout.user_hi || v->start >= v->end ||
-                (i > 0 && p->vads[i - 1].end > v->start)) {
-                fprintf(why, "process %s: VAD %d [%08x,%08x) is out of place\n", p->name, i,
-                        v->start, v->end);
-                return -1;
-            }
-        }
+        if (ptl__process_vads_check(m, p, why) != 0)
+            return -1;
         uint32_t private_valid = 0;
         for (uint32_t pdi = 0; pdi < (m->pte.system_start >> 22); pdi++) {
             uint32_t pde =

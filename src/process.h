@@ -82,6 +82,9 @@ void ptl__vad_remove(struct ptl_process *p, ptl__vad *v);
 int ptl__process_commit(struct ptl_process *p, uint32_t start, uint32_t end, int protect);
 /* Tear down every PTE of [start, end) in p: private frames freed, page-file slots freed. */
 void ptl__process_decommit(struct ptl_process *p, uint32_t start, uint32_t end);
+/* The VADs lie in user space, in order, without overlap (ptl__process_check and its
+ * incremental twin). */
+int ptl__process_vads_check(struct ptl_machine *m, const struct ptl_process *p, FILE *why);
 int ptl__process_check(struct ptl_machine *m, FILE *why);
 /* Convert a Win32 PAGE_ protection into an MM_ code; -1 when invalid. */
 int ptl__protect_from_win32(uint32_t page_protect);

@@ -106,7 +106,9 @@ static void pde_write(ptl_machine *m, uint32_t pd, uint32_t index, uint32_t valu
         map_ref(m, value, PTL_PTE_VA(pt_va), pd);
     m->pte.writes++;
     /* The TLB caches only what a walk found through a valid PDE: making one valid (a new
-     * page table, a new directory's copies of the system PDEs) leaves it correct. */
+     * page table, a new directory's copies of the system PDEs) leaves it correct. x86 does
+     * the same: translations and paging-structure entries are cached only when present
+     * (Intel SDM vol. 3, 4.10.2.3 and 4.10.3.1), so NT needs no flush there either. */
     if (old & PTL_PTE_VALID)
         ptl__mmu_flush(m, 1);
     ptl__native_pde(m, pd, index, value);

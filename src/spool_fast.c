@@ -270,16 +270,23 @@ static void paint_word(fast_spool *sp, uint32_t w, uint64_t mask, int freeing)
         hb_set(&sp->notfull, w, x != ~0ull);
 }
 
+/* The bits of word w that [first, last] (bit indices, inclusive) covers. */
+static inline uint64_t span_mask(uint32_t w, uint32_t first, uint32_t last)
+{
+    uint64_t mask = ~0ull;
+    if (w == first >> 6)
+        mask &= ~0ull << (first & 63);
+    if (w == last >> 6)
+        mask &= ~0ull >> (63 - (last & 63));
+    return mask;
+}
+
 /* Set the level-0 summary bits of words [lo, hi] to val (1: has a reserved bit); where a
  * u64 of level 0 turns zero or nonzero, its bit in the levels above follows. */
 static void hb_set_range(hbits *h, uint32_t lo, uint32_t hi, int val)
 {
     for (uint32_t j = lo >> 6; j <= hi >> 6; j++) {
-        uint64_t mask = ~0ull;
-        if (j == lo >> 6)
-            mask &= ~0ull << (lo & 63);
-        if (j == hi >> 6)
-            mask &= ~0ull >> (63 - (hi & 63));
+        uint64_t mask = span_mask(j, lo, hi);
         uint64_t old = h->l[0][j], now = val ? old | mask : old & ~mask;
         h->l[0][j] = now;
         if ((old != 0) != (now != 0) && h->levels > 1)
@@ -293,13 +300,10 @@ static void paint(fast_spool *sp, uint32_t start, uint32_t n, int freeing)
 {
     uint32_t last = start + n - 1;
     uint32_t w0 = start >> 6, w1 = last >> 6;
-    uint64_t m0 = ~0ull << (start & 63), m1 = ~0ull >> (63 - (last & 63));
-    if (w0 == w1) {
-        paint_word(sp, w0, m0 & m1, freeing);
+    paint_word(sp, w0, span_mask(w0, start, last), freeing);
+    if (w0 == w1)
         return;
-    }
-    paint_word(sp, w0, m0, freeing);
-    paint_word(sp, w1, m1, freeing);
+    paint_word(sp, w1, span_mask(w1, start, last), freeing);
     if (w1 - w0 < 2)
         return;
     const uint64_t fill = freeing ? ~0ull : 0;
@@ -572,11 +576,7 @@ static int fast_is_reserved(const ptl__spool *base, uint32_t start, uint32_t n)
         return 0;
     uint32_t last = start + n - 1, w0 = start >> 6, w1 = last >> 6; /* O(n/64) words */
     for (uint32_t w = w0; w <= w1; w++) {
-        uint64_t mask = ~0ull;
-        if (w == w0)
-            mask &= ~0ull << (start & 63);
-        if (w == w1)
-            mask &= ~0ull >> (63 - (last & 63));
+        uint64_t mask = span_mask(w, start, last);
         if (sp->bits[w] & mask)
             return 0;
     }
