@@ -314,9 +314,10 @@ void ptl__pte_write_run(ptl_machine *m, uint32_t pd, uint32_t va, uint32_t n, ui
             value += k * step;
         } else {
             for (uint32_t i = 0; i < k; i++, value += step, pte_va += 4) {
+                /* No shortcut when old == value: dropping and retaking the reference
+                 * can move PteAddress (the frame's first mapping) to this PTE, exactly
+                 * as ptl__pte_write does. */
                 uint32_t old = slot[i];
-                if (old == value)
-                    continue;
                 if (old & PTL_PTE_VALID)
                     map_unref(m, old);
                 slot[i] = value;
