@@ -15,7 +15,8 @@
  * The software TLB is direct mapped on the virtual page number and caches what a walk
  * found. It is the fast path; the walk is its plain reference. Coherence:
  *   - ptl__pte_write invalidates the one VA whose PTE changed (INVLPG);
- *   - a PDE write or a context switch flushes (non-global entries on a switch);
+ *   - a PDE write or a context switch flushes (non-global entries on a switch: user
+ *     space and the self-map, which shows the current directory's page tables);
  *   - an entry is cached only after a successful walk, with Dirty known, so a write to a
  *     clean page takes the walk once to set Dirty.
  * Invariant (ptl__mmu_check): every TLB entry equals what a fresh walk of CR3 gives.
@@ -58,9 +59,10 @@ void ptl__mmu_set_cr3(ptl_machine *m, uint32_t cr3)
     if (m->mmu.cr3 == cr3)
         return;
     m->mmu.cr3 = cr3;
-    /* System entries are the same in every directory: keep them, as the Global bit would. */
+    /* System entries are the same in every directory: keep them, as the Global bit would.
+     * The self-map is not: it maps the current directory's own page tables. */
     for (uint32_t i = 0; i < PTL_TLB_ENTRIES; i++)
-        if (m->mmu.tlb[i].tag && (m->mmu.tlb[i].tag - 1) < (m->pte.system_start >> 12))
+        if (m->mmu.tlb[i].tag && !m->mmu.tlb[i].global)
             m->mmu.tlb[i].tag = 0;
     m->mmu.flushes++;
     ptl__native_switch(m, cr3);
@@ -166,7 +168,10 @@ static ptl__fault walk(ptl_machine *m, uint32_t va, int write, int user, int res
         e->writable = (both & PTL_PTE_WRITE) != 0;
         e->user = (both & PTL_PTE_OWNER) != 0;
         e->dirty = (*pte & PTL_PTE_DIRTY) != 0;
-        e->global = va >= m->pte.system_start;
+        /* The self-map PDE is per process and never Global (ReactOS i386/procsup.c,
+         * MiArchCreateProcessAddressSpace, writes it from ValidKernelPteLocal, the
+         * template without the Global bit), so a switch must drop what it cached */
+        e->global = va >= m->pte.system_start && (va >> 22) != PTL_PD_SELFMAP_INDEX;
         *out = e;
         return PTL_FAULT_NONE;
     }

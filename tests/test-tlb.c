@@ -13,7 +13,8 @@
  *     0x50 (PAGE_FAULT_IN_NONPAGED_AREA) at PASSIVE_LEVEL, STOP 0xD1
  *     (DRIVER_IRQL_NOT_LESS_OR_EQUAL) in a DPC, with the address as the first parameter.
  * An MDL mapping (MmMapLockedPagesSpecifyCache of MmAllocatePagesForMdl's pages) is checked
- * the same way.
+ * the same way. A process switch must drop the self-map's entries, which are above the
+ * system start but show the current process's page tables.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -189,12 +190,56 @@ static void test_mdl_mapping(void **state)
             run_case(PTL_NATIVE_OFF, ctx, sizes[s], s & 1, 1);
 }
 
+/* ---- the self-map across a process switch ------------------------------------------
+ * 0xC0300000 + 0x300 * 4 is the self-map's own PDE: it holds the frame of the page
+ * directory the processor is using. The address is above the system start, but it is per
+ * process, so a switch must not leave the previous process's translation cached. */
+#define SELF_PDE_VA (0xC0300000u + 0x300u * 4u)
+
+static void read_self_pde(void *arg)
+{
+    ULONG *out = arg;
+    for (int twice = 0; twice < 2; twice++) /* the second read is served by the TLB */
+        out[twice] = READ_REGISTER_ULONG((volatile ULONG *)(uintptr_t)SELF_PDE_VA);
+}
+
+static void selfmap_case(int native)
+{
+    ptl_config cfg;
+    ptl_config_init(&cfg);
+    cfg.native = native;
+    ptl_machine *m = ptl_boot(&cfg);
+    assert_non_null(m);
+    ptl_process *a = ptl_process_create(m, "a.exe"), *b = ptl_process_create(m, "b.exe");
+    ptl_driver *d = ptl_driver_load(m, "self.sys", 8192);
+    assert_true(a && b && d);
+    ptl_process *order[] = {a, b, NULL, a, b, b, NULL};
+    for (size_t i = 0; i < sizeof order / sizeof order[0]; i++) {
+        ULONG got[2] = {0, 0};
+        ptl_stop stop;
+        assert_int_equal(ptl_call(m, order[i], d, read_self_pde, got, &stop), 0);
+        uint32_t want = order[i] ? ptl_process_dirbase(order[i]) : m->pte.master_pd << 12;
+        assert_int_equal(got[0] & ~0xFFFu, want);
+        assert_int_equal(got[1] & ~0xFFFu, want);
+        assert_int_equal(ptl_check_full(m), 0); /* every TLB entry agrees with a walk */
+    }
+    ptl_shutdown(m);
+}
+
+static void test_selfmap_switch(void **state)
+{
+    (void)state;
+    selfmap_case(PTL_NATIVE_OFF);
+    selfmap_case(PTL_NATIVE_AUTO);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_software_mmu),
         cmocka_unit_test(test_native_mode),
         cmocka_unit_test(test_mdl_mapping),
+        cmocka_unit_test(test_selfmap_switch),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
