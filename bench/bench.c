@@ -20,6 +20,9 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #include "bench.h"
 #include "internal.h"
@@ -862,6 +865,52 @@ static double chase_ns(size_t bytes, long steps)
     return median(v, RUNS);
 }
 
+/* A lower bound for any allocator on the 2^25 churn rows: the churn loop itself (pick a
+ * random held run, swap it out of the held array, push one back) plus one read of the
+ * freed run's bitmap word, which any allocator must look at to merge the run. Nothing
+ * here depends on the previous pair, so the processor overlaps the misses of successive
+ * pairs; an allocator whose next search depends on the last update gets less of that.
+ * The bitmap gets the same huge-page hint as spool_fast's; the held array is malloc'd,
+ * as the churn rows' is. */
+static double churn_floor_ns(uint32_t total, long pairs)
+{
+    size_t words = total / 64, cap = total / 2;
+    uint64_t *bits = NULL;
+    if (posix_memalign((void **)&bits, 2u << 20, words * sizeof *bits) != 0)
+        return 0;
+#if defined(MADV_HUGEPAGE)
+    (void)madvise(bits, words * sizeof *bits, MADV_HUGEPAGE);
+#endif
+    memset(bits, 0, words * sizeof *bits);
+    held *h = malloc(cap * sizeof *h);
+    size_t nheld = 0;
+    /* the held runs of a 90% churn: log-uniform sizes 1-16 tiling the space, 90% kept */
+    for (uint32_t at = 0; at < total && nheld < cap;) {
+        uint32_t n = (uint32_t)exp((rnd() & 0xFFFFFF) / 16777216.0 * log(17.0));
+        n = n < 1 ? 1 : n > 16 ? 16 : n;
+        if (rnd() % 10)
+            h[nheld++] = (held){at, n};
+        at += n;
+    }
+    uint64_t x = 0;
+    double v[RUNS];
+    for (int r = 0; r < RUNS; r++) {
+        double t0 = now_ns();
+        for (long i = 0; i < pairs; i++) {
+            size_t k = (size_t)(((uint64_t)rnd() * nheld) >> 32);
+            held victim = h[k];
+            x += bits[(victim.start >> 6) % words]; /* the freed run's word */
+            h[k] = h[--nheld];
+            h[nheld++] = victim; /* the allocation: the run comes back, at the end */
+        }
+        v[r] = (now_ns() - t0) / (double)pairs;
+    }
+    sink(x);
+    free(h);
+    free(bits);
+    return median(v, RUNS);
+}
+
 static void latency_rows(void)
 {
     fprintf(stderr, "  host memory latency ...\n");
@@ -874,6 +923,10 @@ static void latency_rows(void)
         r->a_ops = quick ? 200000 : 2000000;
         snprintf(r->note, sizeof r->note, "what a cache miss costs on this host");
     }
+    row *r = add_row("Host: churn floor at 2^25 (loop + freed run's word)");
+    r->a_ops = quick ? 200000 : 2000000;
+    r->a = churn_floor_ns(33554432u, r->a_ops);
+    snprintf(r->note, sizeof r->note, "lower bound for any allocator on the 2^25 churn rows");
 }
 
 static void machine_line(void)
@@ -924,7 +977,7 @@ int ptl_bench_main(int argc, char **argv)
     fflush(stdout);
     if (wanted("Memory: host RSS"))
         memory_row(); /* first: a fresh heap */
-    if (wanted("Host: dependent load"))
+    if (wanted("Host: dependent load") || wanted("Host: churn floor"))
         latency_rows();
     if (wanted("spool: differential"))
         diff_row();
