@@ -488,7 +488,8 @@ static uint32_t use_bucket(uint8_t use)
 
 static void phys_frame_eval(ptl__icheck *c, const ptl__pfn *e, uint32_t f)
 {
-    int bad = e->Use >= PTL_USE_MAX || (e->Use == PTL_USE_FREE && e->PageLocation != FreePageList);
+    int bad = e->Use >= PTL_USE_MAX ||
+              (e->Use == PTL_USE_FREE && e->PageLocation != FreePageList) || ptl__pfn_bad(e);
     if (bad != !!(c->fr[f].flags & F_PHYSBAD)) {
         c->fr[f].flags ^= F_PHYSBAD;
         c->physbad += bad ? 1u : -1u;
@@ -544,7 +545,10 @@ NOCOV static int phys_check(ptl_machine *m, FILE *why, int first)
             if (!(c->fr[f].flags & F_PHYSBAD))
                 continue;
             const ptl__pfn *e = &ph->pfn[f];
-            if (e->Use >= PTL_USE_MAX)
+            const char *bad = ptl__pfn_bad(e);
+            if (bad)
+                fprintf(why, "phys: frame 0x%x: %s\n", f, bad);
+            else if (e->Use >= PTL_USE_MAX)
                 fprintf(why, "phys: frame 0x%x has bad use %u\n", f, e->Use);
             else
                 fprintf(why, "phys: free frame 0x%x has PageLocation %u\n", f, e->PageLocation);

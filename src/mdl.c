@@ -162,6 +162,8 @@ VOID MmBuildMdlForNonPagedPool(PMDL Mdl)
 
 static void unmap_system(ptl_machine *m, PMDL mdl, ptl__mdlrec *r);
 
+static void free_mdl(ptl_machine *m, PMDL Mdl, ptl__mdlrec *r);
+
 VOID IoFreeMdl(PMDL Mdl)
 {
     ptl_machine *m = ptl__ddi_enter("IoFreeMdl");
@@ -173,6 +175,20 @@ VOID IoFreeMdl(PMDL Mdl)
                         (void *)Mdl, driver_name(m));
         return;
     }
+    free_mdl(m, Mdl, r);
+}
+
+int ptl__mdl_free_as_pool(ptl_machine *m, void *p)
+{
+    ptl__mdlrec *r = ptl__ptrmap_get(&m->mdls.map, p);
+    if (!r || !r->allocated)
+        return 0;
+    free_mdl(m, (PMDL)p, r);
+    return 1;
+}
+
+static void free_mdl(ptl_machine *m, PMDL Mdl, ptl__mdlrec *r)
+{
     if ((Mdl->MdlFlags & MDL_MAPPED_TO_SYSTEM_VA) &&
         !(Mdl->MdlFlags & MDL_SOURCE_IS_NONPAGED_POOL)) {
         if (m->cfg.verifier)
@@ -247,6 +263,7 @@ VOID MmProbeAndLockPages(PMDL Mdl, KPROCESSOR_MODE AccessMode, LOCK_OPERATION Op
             ptl__pfn *e = &m->phys.pfn[pfns[i]];
             e->LockCount++;
             e->ReferenceCount++;
+            ptl__phys_note(&m->phys, pfns[i]);
         } else {
             io = 1;
         }
@@ -289,9 +306,9 @@ VOID MmUnlockPages(PMDL Mdl)
         PTL_ASSERT(e->LockCount > 0);
         e->LockCount--;
         e->ReferenceCount--;
-        /* a private page freed while it was locked goes now (NT: the last dereference) */
-        if (e->LockCount == 0 && e->ShareCount == 0 && e->Use == PTL_USE_PRIVATE)
-            ptl__phys_release(&m->phys, pfns[i]);
+        ptl__phys_note(&m->phys, pfns[i]);
+        /* a page its owner freed while it was locked goes now (NT: the last dereference) */
+        ptl__phys_unlocked(&m->phys, pfns[i]);
     }
     ptl_process *p = (ptl_process *)(void *)Mdl->Process;
     if (p) {

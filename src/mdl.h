@@ -33,6 +33,10 @@ struct ptl_process;
 void ptl__mdls_init(struct ptl_machine *m);
 void ptl__mdls_free(struct ptl_machine *m);
 void ptl__mdl_process_exit(struct ptl_machine *m, struct ptl_process *p);
+/* ExFreePool of an MDL: the documented way to free the MDL MmAllocatePagesForMdl returns
+ * (after MmFreePagesFromMdl). Frees it as IoFreeMdl does and returns 1, or returns 0 when
+ * p is no MDL ptelab handed out (then it is a pool address). */
+int ptl__mdl_free_as_pool(struct ptl_machine *m, void *p);
 int ptl__mdls_check(struct ptl_machine *m, FILE *why);
 
 #endif

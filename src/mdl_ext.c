@@ -97,15 +97,7 @@ static void init_frame(ptl__phys *ph, uint32_t pfn, ptl__frame_use use, int zero
         ptl__phys_wrote(ph, pfn);
     }
     ptl__pfn *e = &ph->pfn[pfn];
-    /* mappings of the frame made while it was free (a view of physical memory) live on,
-     * as in ptl__phys_alloc */
-    uint16_t share = e->ShareCount, refs = e->ReferenceCount;
-    uint32_t pte = e->PteAddress, frame = e->PteFrame;
-    memset(e, 0, sizeof *e);
-    e->ShareCount = share;
-    e->ReferenceCount = refs;
-    e->PteAddress = pte;
-    e->PteFrame = frame;
+    ptl__pfn_reuse(e); /* a view's mappings and locks of the free frame live on */
     e->PageLocation = ActiveAndValid;
     e->Use = (uint8_t)use;
     ph->in_use++;
@@ -138,13 +130,7 @@ static void take_range(ptl__phys *ph, uint32_t first, uint32_t n, ptl__frame_use
     if (first + n > old_hwm) {
         for (uint32_t f = old_hwm; f < first; f++) { /* skipped frames: free, listed */
             ptl__pfn *e = &ph->pfn[f];               /* never handed out: only a view's counts */
-            uint16_t share = e->ShareCount, refs = e->ReferenceCount;
-            uint32_t pte = e->PteAddress, frame = e->PteFrame;
-            memset(e, 0, sizeof *e);
-            e->ShareCount = share;
-            e->ReferenceCount = refs;
-            e->PteAddress = pte;
-            e->PteFrame = frame;
+            ptl__pfn_reuse(e);
             e->PageLocation = FreePageList;
             e->Flink = ph->free_head;
             ph->free_head = f + 1;
@@ -357,8 +343,8 @@ static PMDL pages_for_mdl(ptl_machine *m, const char *name, PHYSICAL_ADDRESS low
     }
     for (uint32_t i = 0; i < got; i++) {
         ptl__pfn *e = &ph->pfn[pfns[i]];
-        e->LockCount = 1;
-        e->ReferenceCount = 1;
+        e->LockCount++; /* the MDL's lock, beside any a view of the free frame took */
+        e->ReferenceCount++;
     }
     PMDL mdl = ptl__xcalloc(1, sizeof(MDL) + got * sizeof(PFN_NUMBER));
     mdl->Size = (CSHORT)(X86_MDL_BYTES + got * 4u);
@@ -418,7 +404,7 @@ VOID MmFreePagesFromMdl(PMDL Mdl)
         why = "it is still mapped to system space (MmUnmapLockedPages first)";
     for (uint32_t i = 0; !why && i < pages; i++) {
         const ptl__pfn *e = pfns[i] < ph->hwm ? &ph->pfn[pfns[i]] : NULL;
-        if (!e || e->Use != MDL_PAGES_USE || e->LockCount != 1)
+        if (!e || e->Use != MDL_PAGES_USE || e->LockCount == 0)
             why = "its pages are not pages MmAllocatePagesForMdl allocated";
         else if (e->ShareCount)
             why = "its pages are still mapped (in user space?): unmap them first";
@@ -430,8 +416,8 @@ VOID MmFreePagesFromMdl(PMDL Mdl)
     }
     for (uint32_t i = 0; i < pages; i++) {
         ptl__pfn *e = &ph->pfn[pfns[i]];
-        e->LockCount = 0;
-        e->ReferenceCount = 0;
+        e->LockCount--; /* the MDL's lock; another's keeps the frame until it unlocks */
+        e->ReferenceCount--;
         ptl__phys_release(ph, pfns[i]);
     }
     Mdl->MdlFlags &= (CSHORT)~MDL_PAGES_LOCKED;

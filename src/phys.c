@@ -228,14 +228,7 @@ uint32_t ptl__phys_alloc(ptl__phys *ph, ptl__frame_use use, uint32_t owner_pid)
         return UINT32_MAX;
     }
     ptl__pfn *e = &ph->pfn[pfn];
-    /* mappings of the frame made while it was free (a view of physical memory) live on */
-    uint16_t share = e->ShareCount, refs = e->ReferenceCount;
-    uint32_t pte = e->PteAddress, frame = e->PteFrame;
-    memset(e, 0, sizeof *e);
-    e->ShareCount = share;
-    e->ReferenceCount = refs;
-    e->PteAddress = pte;
-    e->PteFrame = frame;
+    ptl__pfn_reuse(e); /* a view's mappings and locks of the free frame live on */
     e->PageLocation = ActiveAndValid;
     e->Use = (uint8_t)use;
     e->OwnerPid = owner_pid;
@@ -245,28 +238,50 @@ uint32_t ptl__phys_alloc(ptl__phys *ph, ptl__frame_use use, uint32_t owner_pid)
     return pfn;
 }
 
+void ptl__pfn_reuse(ptl__pfn *e)
+{
+    uint32_t share = e->ShareCount, locks = e->LockCount, refs = e->ReferenceCount;
+    uint32_t pte = e->PteAddress, frame = e->PteFrame;
+    memset(e, 0, sizeof *e);
+    e->ShareCount = share;
+    e->LockCount = locks;
+    e->ReferenceCount = refs;
+    e->PteAddress = pte;
+    e->PteFrame = frame;
+}
+
 void ptl__phys_release(ptl__phys *ph, uint32_t pfn)
 {
     PTL_ASSERT(pfn < ph->hwm);
     ptl__pfn *e = &ph->pfn[pfn];
     PTL_ASSERT(e->Use != PTL_USE_FREE && e->Use != PTL_USE_BOOT);
-    PTL_ASSERT(e->LockCount == 0);
+    if (e->LockCount) {
+        /* An MDL still has it locked (a driver image page, a page table locked through
+         * the self-map, a process's page locked by another): the owner is done with it,
+         * but it stays referenced until the last MmUnlockPages, as in NT. */
+        e->FreeWhenUnlocked = 1;
+        ptl__phys_note(ph, pfn);
+        return;
+    }
     ph->use_count[e->Use]--;
     ph->in_use--;
     /* Still mapped by someone who borrowed it (a view of \Device\PhysicalMemory): NT frees
      * it all the same, and the borrower now maps a free page (the article's warning). */
-    uint16_t share = e->ShareCount, refs = e->ReferenceCount;
-    uint32_t pte = e->PteAddress, frame = e->PteFrame;
-    memset(e, 0, sizeof *e);
-    e->ShareCount = share;
-    e->ReferenceCount = refs;
-    e->PteAddress = pte;
-    e->PteFrame = frame;
+    ptl__pfn_reuse(e);
     e->PageLocation = FreePageList;
     e->Flink = ph->free_head;
     ph->free_head = pfn + 1;
     ph->free_count++;
     ptl__phys_note(ph, pfn);
+}
+
+void ptl__phys_unlocked(ptl__phys *ph, uint32_t pfn)
+{
+    ptl__pfn *e = &ph->pfn[pfn];
+    if (e->LockCount == 0 && e->FreeWhenUnlocked) {
+        e->FreeWhenUnlocked = 0;
+        ptl__phys_release(ph, pfn);
+    }
 }
 
 uint32_t ptl__phys_available(const ptl__phys *ph)
@@ -341,11 +356,25 @@ int ptl__phys_copy(ptl__phys *ph, uint64_t pa, void *buf, size_t n, int write)
     return 0;
 }
 
+const char *ptl__pfn_bad(const ptl__pfn *e)
+{
+    if ((uint64_t)e->ShareCount + e->LockCount != e->ReferenceCount)
+        return "ReferenceCount is not ShareCount + LockCount";
+    if (e->FreeWhenUnlocked && (e->LockCount == 0 || e->Use == PTL_USE_FREE))
+        return "marked to be freed when unlocked, but it is not locked or already free";
+    return NULL;
+}
+
 int ptl__phys_check(const ptl__phys *ph, FILE *why)
 {
     uint32_t used = 0, counts[PTL_USE_MAX] = {0}, onfree = 0;
     for (uint32_t pfn = 0; pfn < ph->hwm; pfn++) {
         const ptl__pfn *e = &ph->pfn[pfn];
+        const char *bad = ptl__pfn_bad(e);
+        if (bad) {
+            fprintf(why, "phys: frame 0x%x: %s\n", pfn, bad);
+            return -1;
+        }
         if (e->Use == PTL_USE_FREE) {
             if (e->PageLocation != FreePageList) {
                 fprintf(why, "phys: free frame 0x%x has PageLocation %u\n", pfn, e->PageLocation);

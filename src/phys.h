@@ -35,18 +35,22 @@ typedef enum ptl__frame_use {
 /* One PFN database entry (MMPFN on x86, reduced to what the model uses). A zero-filled
  * entry is a zeroed free frame, so the database can live in lazily committed memory. */
 typedef struct ptl__pfn {
-    uint32_t PteAddress;     /* VA (through the self-map) of the PTE that maps the frame */
-    uint32_t PteFrame;       /* PFN of the page table holding that PTE */
-    uint32_t Flink;          /* free list link (PFN + 1, 0 ends the list) */
-    uint32_t OwnerPid;       /* ptelab: process owning a private frame, 0 system */
-    uint16_t ReferenceCount; /* mappings + locks */
-    uint16_t ShareCount;     /* valid PTEs mapping the frame */
-    uint16_t LockCount;      /* ptelab: MmProbeAndLockPages locks held */
+    uint32_t PteAddress; /* VA (through the self-map) of the PTE that maps the frame */
+    uint32_t PteFrame;   /* PFN of the page table holding that PTE */
+    uint32_t Flink;      /* free list link (PFN + 1, 0 ends the list) */
+    uint32_t OwnerPid;   /* ptelab: process owning a private frame, 0 system */
+    /* 32 bits, unlike NT's 16-bit ReferenceCount: ptelab also counts mappings NT keeps no
+     * count for (MmMapIoSpace of RAM), and a wrapped count would lose a frame */
+    uint32_t ReferenceCount; /* mappings + locks: always ShareCount + LockCount */
+    uint32_t ShareCount;     /* valid PTEs mapping the frame */
+    uint32_t LockCount;      /* ptelab: MmProbeAndLockPages locks held */
     uint8_t PageLocation;    /* MMLISTS value */
     uint8_t Use;             /* ptl__frame_use */
     uint8_t CacheAttribute;  /* attribute of current mappings + 1; 0 none (cache.c) */
     uint8_t Modified;
-    uint16_t Pad;
+    /* its owner freed it while a lock held it: the last MmUnlockPages frees it (NT puts
+     * a page on the free list only when its reference count reaches zero) */
+    uint8_t FreeWhenUnlocked;
 } ptl__pfn;
 
 typedef struct ptl__aperture {
@@ -92,6 +96,15 @@ int ptl__phys_init(ptl__phys *ph, uint64_t ram_bytes);
 void ptl__phys_free(ptl__phys *ph);
 /* Hand out a zeroed RAM frame for `use`; returns the PFN or UINT32_MAX when RAM is gone. */
 uint32_t ptl__phys_alloc(ptl__phys *ph, ptl__frame_use use, uint32_t owner_pid);
+/* Clear a PFN entry for its next life (a new owner, or the free list), keeping what others
+ * hold on the frame: the mappings and locks that views of physical memory took. */
+void ptl__pfn_reuse(ptl__pfn *e);
+/* The last lock on the frame went (MmUnlockPages, MmFreePagesFromMdl): free it now if its
+ * owner freed it while it was locked. */
+void ptl__phys_unlocked(ptl__phys *ph, uint32_t pfn);
+/* What is wrong with one entry on its own (the counts' sum, the deferred free), or NULL:
+ * one rule for the full check and the incremental one. */
+const char *ptl__pfn_bad(const ptl__pfn *e);
 void ptl__phys_release(ptl__phys *ph, uint32_t pfn);
 uint32_t ptl__phys_available(const ptl__phys *ph);
 /* Host bytes of frame pfn, committing them (any frame of the 4 GB space), for a caller

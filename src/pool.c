@@ -336,14 +336,20 @@ PVOID ExAllocatePoolWithTag(POOL_TYPE PoolType, SIZE_T NumberOfBytes, ULONG Tag)
     return pool_alloc(ptl__ddi_enter("ExAllocatePoolWithTag"), PoolType, NumberOfBytes, Tag);
 }
 
+/* An MDL is pool in NT, and MmAllocatePagesForMdl's documentation frees its MDL with
+ * ExFreePool; ptelab's MDLs are host memory, so that case is recognised first. */
 VOID ExFreePool(PVOID P)
 {
-    pool_free(ptl__ddi_enter("ExFreePool"), P, 0, 0);
+    ptl_machine *m = ptl__ddi_enter("ExFreePool");
+    if (!ptl__mdl_free_as_pool(m, P))
+        pool_free(m, P, 0, 0);
 }
 
 VOID ExFreePoolWithTag(PVOID P, ULONG Tag)
 {
-    pool_free(ptl__ddi_enter("ExFreePoolWithTag"), P, Tag, 1);
+    ptl_machine *m = ptl__ddi_enter("ExFreePoolWithTag");
+    if (!ptl__mdl_free_as_pool(m, P))
+        pool_free(m, P, Tag, 1);
 }
 
 typedef struct check_ctx {

@@ -357,8 +357,7 @@ void ptl__process_decommit(ptl_process *p, uint32_t start, uint32_t end)
                                     "%s's page %x is freed while a view of physical memory "
                                     "still maps it: the viewer now sees a free page",
                                     p->name, pfn);
-                if (m->phys.pfn[pfn].LockCount == 0)
-                    ptl__phys_release(&m->phys, pfn);
+                ptl__phys_release(&m->phys, pfn); /* when unlocked, if it is locked */
             }
         } else {
             uint32_t slot = pte >> PTL_PAGE_SHIFT;
