@@ -360,6 +360,11 @@ int ptl_adapter_add(ptl_machine *m, INTERFACE_TYPE bus, ULONG bus_number, uint64
                          (unsigned long long)bus_address);
     if (ptl__phys_add_aperture(&m->phys, &ap) != 0)
         return -1;
+    /* Mappings of the range made before (MmMapIoSpace may map any physical address) now
+     * reach the device: what the TLB and the host mirror cached as "nothing decodes here"
+     * is stale. Adding a device is rare, so all of it is dropped and redone. */
+    ptl__mmu_flush(m, 1);
+    ptl__native_resync(m);
     ptl__perf_event(m, PTL_EV_NOTE, "adapter on %s %u: bus 0x%llx -> physical 0x%llx, %llu KB",
                     ptl__bus_name(bus), bus_number, (unsigned long long)bus_address,
                     (unsigned long long)ap.phys, (unsigned long long)(bytes >> 10));

@@ -287,6 +287,13 @@ int ptl__mmu_check(ptl_machine *m, FILE *why)
             return -1;
         }
         uint32_t both = pde & pte;
+        int decoded = e->pfn < m->phys.ram_pages ||
+                      ptl__phys_aperture_of(&m->phys, (uint64_t)e->pfn << PTL_PAGE_SHIFT);
+        if ((e->host != NULL) != decoded) {
+            fprintf(why, "mmu: TLB entry for %08x says frame %x %s decoded; it %s\n", va, e->pfn,
+                    e->host ? "is" : "is not", decoded ? "is" : "is not");
+            return -1;
+        }
         if ((pa >> PTL_PAGE_SHIFT) != e->pfn || e->writable != ((both & PTL_PTE_WRITE) != 0) ||
             e->user != ((both & PTL_PTE_OWNER) != 0) || (e->dirty && !(pte & PTL_PTE_DIRTY))) {
             fprintf(why, "mmu: TLB entry for %08x (pfn %x w%d u%d) disagrees with PTE %08x\n", va,

@@ -348,6 +348,12 @@ void ptl__native_pde(ptl_machine *m, uint32_t pd, uint32_t index, uint32_t pde)
                 (pde & PTL_PTE_VALID) ? (pde >> PTL_PAGE_SHIFT) + 1 : NOT_MAPPED, 0);
 }
 
+void ptl__native_resync(ptl_machine *m)
+{
+    if (m->native.on)
+        sync_range(m, LOW_START, SPACE_END);
+}
+
 void ptl__native_switch(ptl_machine *m, uint32_t new_pd)
 {
     (void)new_pd; /* m->mmu.cr3 already holds it */

@@ -24,6 +24,8 @@ void ptl__native_pte_run(struct ptl_machine *m, uint32_t pd, uint32_t va, uint32
 void ptl__native_pde(struct ptl_machine *m, uint32_t pd, uint32_t index, uint32_t pde);
 /* CR3 changed: swap the user half and the per-process part of the self-map. */
 void ptl__native_switch(struct ptl_machine *m, uint32_t new_pd);
+/* Redo the whole mirror from the page tables (what decodes changed: an adapter arrived). */
+void ptl__native_resync(struct ptl_machine *m);
 int ptl__native_check(struct ptl_machine *m, FILE *why);
 
 #endif
