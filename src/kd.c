@@ -962,9 +962,11 @@ static void process_block(kd_ctx *c, const ptl_process *p, uint64_t flags)
             p->pd << PTL_PAGE_SHIFT, handle_count(c->m, p));
     fprintf(c->out, "    Image: %s\n", p->name);
     if (flags & 1) {
-        fprintf(c->out, "    Vads %d  Private %u.  Locked %u.  Threads %u.%s\n", p->nvads,
-                p->private_pages, p->locked_pages, p->threads,
-                p->swapped_out ? "  (swapped out)" : "");
+        fprintf(c->out, "    Vads %d  Private %u.  Locked %u.  Threads %u.", p->nvads,
+                p->private_pages, p->locked_pages, p->threads);
+        if (p->paged_out)
+            fprintf(c->out, "  Paged out %u.", p->paged_out);
+        fputc('\n', c->out);
         for (int i = 0; i < p->nvads; i++) {
             static const char *const kinds[PTL_VAD_KINDS] = {"Private", "Physical", "LockedPages"};
             char pn[40];

@@ -48,6 +48,9 @@ typedef struct ptl__pfn {
     uint8_t Use;             /* ptl__frame_use */
     uint8_t CacheAttribute;  /* attribute of current mappings + 1; 0 none (cache.c) */
     uint8_t Modified;
+    /* a private page: the MM protection of the software PTE it replaced (NT's
+     * OriginalPte.u.Soft.Protection), for the page-file PTE when it is swapped out */
+    uint8_t OriginalProtection;
     /* its owner freed it while a lock held it: the last MmUnlockPages frees it (NT puts
      * a page on the free list only when its reference count reaches zero) */
     uint8_t FreeWhenUnlocked;

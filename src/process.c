@@ -46,7 +46,25 @@ static uint32_t system_pid(ptl_profile profile)
     }
 }
 
-static ptl_process *new_process(ptl_machine *m, const char *name, uint32_t pid, uint32_t pd)
+/* EPROCESS blocks live in 256 slots of 0x100 bytes of the initial nonpaged pool (the
+ * layout's inp_va). A slot is free again once its process has exited, as NT reuses the
+ * pool of a deleted process object: the lowest slot no live process holds, or -1. kd and
+ * STOP parameters name processes by this address, so two live ones never share it. */
+#define EPROCESS_SLOTS 256u
+static int free_eprocess_slot(const ptl_machine *m)
+{
+    uint8_t taken[EPROCESS_SLOTS] = {0};
+    for (const ptl_process *p = m->procs.list; p; p = p->next)
+        if (!p->exited)
+            taken[(p->eprocess_va - m->layout.inp_va) / 0x100u] = 1;
+    for (uint32_t i = 0; i < EPROCESS_SLOTS; i++)
+        if (!taken[i])
+            return (int)i;
+    return -1;
+}
+
+static ptl_process *new_process(ptl_machine *m, const char *name, uint32_t pid, uint32_t pd,
+                                int slot)
 {
     ptl_process *p = ptl__xcalloc(1, sizeof *p);
     p->magic = PTL__PROCESS_MAGIC;
@@ -57,7 +75,7 @@ static ptl_process *new_process(ptl_machine *m, const char *name, uint32_t pid, 
     p->nt.Pcb.DirectoryTableBase[0] = pd << PTL_PAGE_SHIFT;
     p->nt.UniqueProcessId = (HANDLE)(uintptr_t)pid;
     memcpy(p->nt.ImageFileName, p->name, sizeof p->nt.ImageFileName);
-    p->eprocess_va = m->layout.inp_va + 0x100u * (m->procs.count % 256u);
+    p->eprocess_va = m->layout.inp_va + 0x100u * (uint32_t)slot;
     m->procs.count++;
     /* append, keeping creation order for kd */
     ptl_process **pp = &m->procs.list;
@@ -71,7 +89,7 @@ int ptl__procs_init(ptl_machine *m)
 {
     memset(&m->procs, 0, sizeof m->procs);
     m->procs.next_pid = 0x80;
-    ptl_process *sys = new_process(m, "System", system_pid(m->cfg.profile), m->pte.master_pd);
+    ptl_process *sys = new_process(m, "System", system_pid(m->cfg.profile), m->pte.master_pd, 0);
     sys->is_system = 1;
     sys->privileged = 1;
     m->procs.system = sys;
@@ -361,8 +379,10 @@ void ptl__process_decommit(ptl_process *p, uint32_t start, uint32_t end)
             }
         } else {
             uint32_t slot = pte >> PTL_PAGE_SHIFT;
-            if (!(pte & (PTL_PTE_TRANSITION | PTL_PTE_PROTOTYPE)) && slot)
+            if (!(pte & (PTL_PTE_TRANSITION | PTL_PTE_PROTOTYPE)) && slot) {
                 slot_free(&m->procs.pagefile, slot);
+                p->paged_out--;
+            }
             ptl__pte_write(m, p->pd, va, 0);
         }
     }
@@ -393,9 +413,12 @@ int ptl__process_resolve_fault(ptl_machine *m, uint32_t va, int write)
         memcpy(ptl__phys_frame(&m->phys, pfn), m->procs.pagefile.slots[slot - 1], PTL_PAGE_SIZE);
         slot_free(&m->procs.pagefile, slot);
     }
+    m->phys.pfn[pfn].OriginalProtection = (uint8_t)prot;
     ptl__pte_write(m, p->pd, va,
                    ptl__pte_make(pfn, protect_writable(prot), 1, (prot & MM_NOCACHE) ? 0 : 1));
     p->private_pages++;
+    if (slot)
+        p->paged_out--;
     return 1;
 }
 
@@ -413,6 +436,12 @@ ptl_process *ptl_process_create(ptl_machine *m, const char *image_name)
         ptl__fail("a process needs an image name");
         return NULL;
     }
+    int slot = free_eprocess_slot(m);
+    if (slot < 0) {
+        ptl__fail("%u processes are running, as many as ptelab's EPROCESS area holds",
+                  EPROCESS_SLOTS);
+        return NULL;
+    }
     uint32_t pid = m->procs.next_pid;
     uint32_t pd = ptl__pte_new_pd(m, pid);
     if (pd == UINT32_MAX) {
@@ -420,7 +449,7 @@ ptl_process *ptl_process_create(ptl_machine *m, const char *image_name)
         return NULL;
     }
     m->procs.next_pid += 4;
-    ptl_process *p = new_process(m, image_name, pid, pd);
+    ptl_process *p = new_process(m, image_name, pid, pd, slot);
     ptl__perf_event(m, PTL_EV_PROCESS, "process %s created (pid 0x%x)", p->name, pid);
     return p;
 }
@@ -484,13 +513,16 @@ uint32_t ptl_process_swap_out(ptl_process *p)
                 return written;
             memcpy(m->procs.pagefile.slots[slot - 1], ptl__phys_frame_ro(&m->phys, pfn),
                    PTL_PAGE_SIZE);
-            ptl__pte_write(m, p->pd, va, PTL_SWPTE_PROT(v->protect) | (slot << PTL_PAGE_SHIFT));
+            /* the page's own protection, from its commit, not the reservation's */
+            ptl__pte_write(m, p->pd, va,
+                           PTL_SWPTE_PROT(m->phys.pfn[pfn].OriginalProtection) |
+                               (slot << PTL_PAGE_SHIFT));
             ptl__phys_release(&m->phys, pfn);
             p->private_pages--;
+            p->paged_out++;
             written++;
         }
     }
-    p->swapped_out = 1;
     ptl__perf_event(m, PTL_EV_PROCESS, "process %s swapped out: %u pages to the page file", p->name,
                     written);
     return written;

@@ -31,9 +31,9 @@ struct ptl_process {
     uint32_t eprocess_va; /* the emulated EPROCESS address kd shows */
     int is_system;
     int exited;
-    int privileged; /* may open \Device\PhysicalMemory from user mode */
-    int swapped_out;
-    ptl__vad *vads; /* sorted by start, non-overlapping */
+    int privileged;     /* may open \Device\PhysicalMemory from user mode */
+    uint32_t paged_out; /* pages of it in the page file */
+    ptl__vad *vads;     /* sorted by start, non-overlapping */
     int nvads, vad_cap;
     uint32_t private_pages; /* valid private pages */
     uint32_t locked_pages;  /* pages locked by MmProbeAndLockPages and not unlocked */

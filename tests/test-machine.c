@@ -295,6 +295,86 @@ static void test_user_memory(void **state)
     ptl_shutdown(m);
 }
 
+/* Swap-out writes each page's own protection into its page-file PTE: the one it was
+ * committed with, not the reservation's. Reserve read-only and commit read-write, and the
+ * reverse; after a swap-out and a fault back in, writes succeed or fail as before. */
+typedef struct prot_case {
+    ULONG reserve, commit;
+    uint32_t va;
+} prot_case;
+
+static void reserve_then_commit(void *arg)
+{
+    prot_case *c = arg;
+    PVOID base = NULL;
+    SIZE_T size = 0x10000, one = 4096;
+    if (ZwAllocateVirtualMemory(NtCurrentProcess(), &base, 0, &size, MEM_RESERVE, c->reserve) ==
+            0 &&
+        ZwAllocateVirtualMemory(NtCurrentProcess(), &base, 0, &one, MEM_COMMIT, c->commit) == 0)
+        c->va = (uint32_t)(uintptr_t)base;
+}
+
+static void swap_keeps(ULONG reserve, ULONG commit)
+{
+    ptl_machine *m = boot_cfg(64, 0);
+    ptl_process *p = ptl_process_create(m, "app.exe");
+    assert_non_null(p);
+    prot_case c = {reserve, commit, 0};
+    ptl_stop stop;
+    assert_int_equal(ptl_call(m, p, NULL, reserve_then_commit, &c, &stop), 0);
+    assert_true(c.va != 0);
+    uint32_t x = 0x11223344, y = 0;
+    NTSTATUS want_write = commit == PAGE_READWRITE ? 0 : (NTSTATUS)0xC0000005;
+    assert_int_equal(ptl_user_read(p, c.va, &y, 4), 0); /* bring it in */
+    assert_int_equal(ptl_user_write(p, c.va, &x, 4), want_write);
+    assert_int_equal(ptl_process_swap_out(p), 1);
+    assert_int_equal(p->paged_out, 1);
+    assert_int_equal(ptl_user_read(p, c.va, &y, 4), 0);
+    assert_int_equal(p->paged_out, 0);
+    assert_int_equal(ptl_user_write(p, c.va, &x, 4), want_write);
+    check_ok(m);
+    ptl_shutdown(m);
+}
+
+static void test_swap_keeps_page_protection(void **state)
+{
+    (void)state;
+    swap_keeps(PAGE_READONLY, PAGE_READWRITE);
+    swap_keeps(PAGE_READWRITE, PAGE_READONLY);
+}
+
+/* EPROCESS addresses: a slot is reused once its process has exited, never while it runs
+ * (kd's .process and STOP parameters name processes by it), and a 257th live process is
+ * refused. */
+static void test_eprocess_slots(void **state)
+{
+    (void)state;
+    ptl_machine *m = boot_cfg(64, 0);
+    ptl_stop stop;
+    for (int i = 0; i < 300; i++) {
+        ptl_process *t = ptl_process_create(m, "tmp.exe");
+        assert_non_null(t);
+        assert_int_equal(ptl_process_exit(t, &stop), 0);
+    }
+    ptl_process *live[256];
+    int n = 0;
+    live[n++] = m->procs.system;
+    while (n < 256) {
+        live[n] = ptl_process_create(m, "app.exe");
+        assert_non_null(live[n]);
+        for (int k = 0; k < n; k++)
+            assert_int_not_equal(live[k]->eprocess_va, live[n]->eprocess_va);
+        n++;
+    }
+    assert_null(ptl_process_create(m, "one-too-many.exe"));
+    assert_int_equal(ptl_process_exit(live[100], &stop), 0);
+    ptl_process *again = ptl_process_create(m, "again.exe");
+    assert_non_null(again);
+    assert_int_equal(again->eprocess_va, live[100]->eprocess_va); /* the freed slot */
+    check_ok(m);
+    ptl_shutdown(m);
+}
+
 static void test_swap_out(void **state)
 {
     (void)state;
@@ -627,11 +707,18 @@ static void test_user_fault_dpc(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_boot_shutdown),  cmocka_unit_test(test_call_context),
-        cmocka_unit_test(test_call_refused),   cmocka_unit_test(test_bugcheck_freezes),
-        cmocka_unit_test(test_user_memory),    cmocka_unit_test(test_swap_out),
-        cmocka_unit_test(test_threads),        cmocka_unit_test(test_threads_exhaust),
-        cmocka_unit_test(test_drivers),        cmocka_unit_test(test_user_fault_passive),
+        cmocka_unit_test(test_boot_shutdown),
+        cmocka_unit_test(test_call_context),
+        cmocka_unit_test(test_call_refused),
+        cmocka_unit_test(test_bugcheck_freezes),
+        cmocka_unit_test(test_user_memory),
+        cmocka_unit_test(test_swap_out),
+        cmocka_unit_test(test_swap_keeps_page_protection),
+        cmocka_unit_test(test_eprocess_slots),
+        cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_threads_exhaust),
+        cmocka_unit_test(test_drivers),
+        cmocka_unit_test(test_user_fault_passive),
         cmocka_unit_test(test_user_fault_dpc),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
