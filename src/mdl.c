@@ -47,6 +47,7 @@ static void free_rec(void *ctx, const void *key, void *val)
     ptl__mdlrec *r = val;
     if (r->allocated)
         free((void *)(uintptr_t)key);
+    free(r->users);
     free(r);
 }
 
@@ -204,10 +205,12 @@ static void free_mdl(ptl_machine *m, PMDL Mdl, ptl__mdlrec *r)
                         "IoFreeMdl by %s of an MDL whose %u pages are still locked "
                         "(MmUnlockPages first): they stay locked",
                         driver_name(m), r->pages);
-    if (r->user_process && !r->orphaned)
-        ptl__perf_event(m, PTL_EV_MISUSE,
-                        "IoFreeMdl by %s while the MDL is still mapped at %08x in %s",
-                        driver_name(m), r->user_va, r->user_process->name);
+    for (uint32_t i = 0; i < r->nusers; i++)
+        if (!r->users[i].orphaned)
+            ptl__perf_event(m, PTL_EV_MISUSE,
+                            "IoFreeMdl by %s while the MDL is still mapped at %08x in %s",
+                            driver_name(m), r->users[i].va, r->users[i].process->name);
+    free(r->users);
     ptl__ptrmap_del(&m->mdls.map, Mdl);
     m->mdls.pool_bytes -= (uint16_t)Mdl->Size;
     free(r);
@@ -489,35 +492,55 @@ static uint32_t map_user(ptl_machine *m, PMDL mdl, int cache, PVOID requested)
     }
     for (uint32_t i = 0; i < pages; i++)
         ptl__cache_ref(m, pfns[i], 1, cache);
-    if (r->user_process && !r->orphaned)
-        ptl__perf_event(m, PTL_EV_MISUSE,
-                        "MDL mapped into user space again (%s) while its "
-                        "mapping at %08x in %s is still in place",
-                        p->name, r->user_va, r->user_process->name);
-    r->user_process = p;
-    r->user_va = va;
-    r->user_cache = cache;
-    r->orphaned = 0;
+    r->users = ptl__xrealloc(r->users, (r->nusers + 1) * sizeof *r->users);
+    r->users[r->nusers++] = (ptl__usermap){p, va, 0};
     m->mdls.mapped_user++;
     ptl__perf_event(m, PTL_EV_MAP, "MDL of %u pages mapped at %08x in %s by %s", pages, va, p->name,
                     driver_name(m));
     return va;
 }
 
-static void unmap_user_record(ptl_machine *m, PMDL mdl, ptl__mdlrec *r)
+void ptl__mdl_vad_teardown(ptl_machine *m, ptl_process *p, ptl__vad *v)
 {
-    ptl_process *p = r->user_process;
-    ptl__vad *v = ptl__vad_find(p, r->user_va);
     PTL_ASSERT(v && v->kind == PTL_VAD_LOCKED_PAGES);
     uint32_t pages = (v->end - v->start) / PTL_PAGE_SIZE;
     for (uint32_t i = 0; i < pages; i++) {
         uint32_t pte;
-        ptl__pte_read(m, p->pd, v->start + i * PTL_PAGE_SIZE, &pte);
-        ptl__cache_unref(m, pte >> PTL_PAGE_SHIFT, 1);
+        if (ptl__pte_read(m, p->pd, v->start + i * PTL_PAGE_SIZE, &pte) == 0 &&
+            (pte & PTL_PTE_VALID))
+            ptl__cache_unref(m, pte >> PTL_PAGE_SHIFT, 1);
     }
     ptl__process_decommit(p, v->start, v->end);
     ptl__vad_remove(p, v);
-    (void)mdl;
+}
+
+static void unmap_user_record(ptl_machine *m, const ptl__usermap *u)
+{
+    ptl__mdl_vad_teardown(m, u->process, ptl__vad_find(u->process, u->va));
+}
+
+static void forget_user(ptl__mdlrec *r, uint32_t i)
+{
+    r->users[i] = r->users[--r->nusers];
+}
+
+/* The record of the user mapping at va that an unmap in process cur means: the live one
+ * in cur, else one whose process exited, else a live one elsewhere; -1 when none. */
+static int64_t find_user(const ptl__mdlrec *r, const ptl_process *cur, uint32_t va)
+{
+    int64_t orphan = -1, elsewhere = -1;
+    for (uint32_t i = 0; i < r->nusers; i++) {
+        const ptl__usermap *u = &r->users[i];
+        if (u->va != va)
+            continue;
+        if (!u->orphaned && u->process == cur)
+            return i;
+        if (u->orphaned && orphan < 0)
+            orphan = i;
+        else if (!u->orphaned && elsewhere < 0)
+            elsewhere = i;
+    }
+    return orphan >= 0 ? orphan : elsewhere;
 }
 
 static void check_map_irql(ptl_machine *m, PMDL mdl, KPROCESSOR_MODE mode, int old_api)
@@ -639,33 +662,34 @@ VOID MmUnmapLockedPages(PVOID BaseAddress, PMDL Mdl)
     }
     verifier_irql(m, APC_LEVEL, 0x7A, va, HOSTPTR(Mdl), "MmUnmapLockedPages(user)");
     ptl_process *cur = m->procs.current;
-    if (!r->user_process || (r->user_va != (va & ~PTL_PAGE_MASK))) {
+    int64_t i = find_user(r, cur, va & ~PTL_PAGE_MASK);
+    if (i < 0) {
         ptl__perf_event(m, PTL_EV_MISUSE,
                         "MmUnmapLockedPages(%08x) by %s: the MDL has no user mapping there "
                         "(unmapped twice, or never mapped); nothing done",
                         va, driver_name(m));
         return;
     }
-    if (r->orphaned) {
+    ptl__usermap *u = &r->users[i];
+    if (u->orphaned) {
         ptl__perf_event(m, PTL_EV_MISUSE,
                         "MmUnmapLockedPages(%08x) by %s after %s exited: NT removed the "
                         "mapping with the address space; nothing left to unmap",
-                        va, driver_name(m), r->user_process->name);
-        r->user_process = NULL;
+                        va, driver_name(m), u->process->name);
+        forget_user(r, (uint32_t)i);
         return;
     }
-    if (r->user_process != cur) {
+    if (u->process != cur) {
         ptl__perf_event(m, PTL_EV_MISUSE,
                         "MmUnmapLockedPages(%08x) by %s in the context of %s, but the mapping "
                         "lives in %s: unmap \"only while running in the context of the process "
                         "in which you mapped\"; nothing done",
-                        va, driver_name(m), cur->name, r->user_process->name);
+                        va, driver_name(m), cur->name, u->process->name);
         return;
     }
-    unmap_user_record(m, Mdl, r);
+    unmap_user_record(m, u);
+    forget_user(r, (uint32_t)i);
     ptl__perf_event(m, PTL_EV_UNMAP, "MDL user mapping at %08x removed from %s", va, cur->name);
-    r->user_process = NULL;
-    r->user_va = 0;
 }
 
 /* ---- process exit, check ------------------------------------------------------------ */
@@ -679,14 +703,18 @@ static void orphan_one(void *ctx, const void *key, void *val)
 {
     exit_ctx *x = ctx;
     ptl__mdlrec *r = val;
-    if (r->user_process != x->p || r->orphaned)
-        return;
-    ptl__perf_event(x->m, PTL_EV_MISUSE,
-                    "process %s exits with an MDL still mapped at %08x: the mapping goes with "
-                    "the address space; the driver never called MmUnmapLockedPages",
-                    x->p->name, r->user_va);
-    unmap_user_record(x->m, (PMDL)(uintptr_t)key, r);
-    r->orphaned = 1;
+    (void)key;
+    for (uint32_t i = 0; i < r->nusers; i++) {
+        ptl__usermap *u = &r->users[i];
+        if (u->process != x->p || u->orphaned)
+            continue;
+        ptl__perf_event(x->m, PTL_EV_MISUSE,
+                        "process %s exits with an MDL still mapped at %08x: the mapping goes "
+                        "with the address space; the driver never called MmUnmapLockedPages",
+                        x->p->name, u->va);
+        unmap_user_record(x->m, u);
+        u->orphaned = 1;
+    }
 }
 
 void ptl__mdl_process_exit(ptl_machine *m, ptl_process *p)
@@ -719,11 +747,14 @@ static void check_one(void *ctx, const void *key, void *val)
             return;
         }
     }
-    if (r->user_process && !r->orphaned) {
-        ptl__vad *v = ptl__vad_find(r->user_process, r->user_va);
+    for (uint32_t i = 0; i < r->nusers && !c->rc; i++) {
+        const ptl__usermap *u = &r->users[i];
+        if (u->orphaned)
+            continue;
+        ptl__vad *v = ptl__vad_find(u->process, u->va);
         if (!v || v->kind != PTL_VAD_LOCKED_PAGES) {
-            fprintf(c->why, "mdl: %p's user mapping at %08x in %s has no VAD\n", key, r->user_va,
-                    r->user_process->name);
+            fprintf(c->why, "mdl: %p's user mapping at %08x in %s has no VAD\n", key, u->va,
+                    u->process->name);
             c->rc = -1;
         }
     }

@@ -462,6 +462,10 @@ static void teardown(ptl_process *p)
     ptl__mdl_process_exit(m, p);
     while (p->nvads > 0) {
         ptl__vad *v = &p->vads[p->nvads - 1];
+        if (v->kind == PTL_VAD_LOCKED_PAGES) { /* an MDL mapping whose MDL was freed first */
+            ptl__mdl_vad_teardown(m, p, v);
+            continue;
+        }
         ptl__process_decommit(p, v->start, v->end);
         ptl__vad_remove(p, v);
     }

@@ -788,6 +788,107 @@ static void test_0xda_0x10c_unmap_not_whole(void **state)
     ptl_shutdown(r.m);
 }
 
+/* ---- one MDL mapped into two processes --------------------------------------------------
+ * NT lets a driver map one locked MDL into several processes' user space: each mapping is
+ * a VAD of the process that was current, and MmUnmapLockedPages in that process removes
+ * that one. Everything torn down leaves no cache attribute behind (on XP a leaked one
+ * would refuse the next cached view of the page). */
+typedef struct two_case {
+    PMDL mdl;
+    PVOID io;
+    NTSTATUS view;
+} two_case;
+
+static two_case two;
+
+static void two_setup(void *arg)
+{
+    (void)arg;
+    PHYSICAL_ADDRESS pa;
+    pa.QuadPart = 0xE0000000ll;
+    two.io = MmMapIoSpace(pa, PAGE_SIZE, MmNonCached);
+    two.mdl = IoAllocateMdl(two.io, PAGE_SIZE, FALSE, FALSE, NULL);
+    MmBuildMdlForNonPagedPool(two.mdl);
+    WRITE_REGISTER_ULONG((volatile ULONG *)two.io, 0x600DF00Du);
+}
+
+static void two_map(void *arg)
+{
+    *(PVOID *)arg = MmMapLockedPagesSpecifyCache(two.mdl, UserMode, MmNonCached, NULL, FALSE,
+                                                 NormalPagePriority);
+}
+
+static void two_unmap(void *arg)
+{
+    MmUnmapLockedPages(*(PVOID *)arg, two.mdl);
+}
+
+static void two_teardown(void *arg)
+{
+    (void)arg;
+    IoFreeMdl(two.mdl);
+    MmUnmapIoSpace(two.io, PAGE_SIZE);
+}
+
+static void two_view(void *arg)
+{
+    (void)arg;
+    UNICODE_STRING name;
+    RtlInitUnicodeString(&name, L"\\Device\\PhysicalMemory");
+    OBJECT_ATTRIBUTES oa;
+    InitializeObjectAttributes(&oa, &name, OBJ_CASE_INSENSITIVE | OBJ_KERNEL_HANDLE, NULL, NULL);
+    HANDLE h;
+    two.view = ZwOpenSection(&h, SECTION_ALL_ACCESS, &oa);
+    if (two.view)
+        return;
+    PVOID base = NULL;
+    SIZE_T size = PAGE_SIZE;
+    LARGE_INTEGER off;
+    off.QuadPart = 0xE0000000ll;
+    two.view = ZwMapViewOfSection(h, NtCurrentProcess(), &base, 0, 0, &off, &size, ViewShare, 0,
+                                  PAGE_READWRITE);
+    if (two.view == 0)
+        ZwUnmapViewOfSection(NtCurrentProcess(), base);
+    ZwClose(h);
+}
+
+static void test_mdl_mapped_into_two_processes(void **state)
+{
+    (void)state;
+    ptl_config cfg;
+    ptl_config_init(&cfg);
+    cfg.profile = PTL_WINXP;
+    ptl_machine *m = ptl_boot(&cfg);
+    assert_non_null(m);
+    assert_int_equal(ptl_adapter_add(m, PCIBus, 0, 0xE0000000ull, 1u << 20), 0);
+    ptl_process *a = ptl_process_create(m, "a.exe"), *b = ptl_process_create(m, "b.exe");
+    assert_true(a && b);
+    ptl_stop stop;
+    PVOID ua = NULL, ub = NULL;
+    assert_int_equal(ptl_call(m, NULL, NULL, two_setup, NULL, &stop), 0);
+    assert_int_equal(ptl_call(m, a, NULL, two_map, &ua, &stop), 0);
+    assert_int_equal(ptl_call(m, b, NULL, two_map, &ub, &stop), 0);
+    assert_true(ua && ub);
+    ULONG x = 0;
+    assert_int_equal(ptl_user_read(a, (uint32_t)(uintptr_t)ua, &x, 4), 0);
+    assert_int_equal(x, 0x600DF00Du);
+    assert_int_equal(ptl_call(m, a, NULL, two_unmap, &ua, &stop), 0); /* A's, not B's */
+    assert_int_equal(ptl_user_read(a, (uint32_t)(uintptr_t)ua, &x, 4), (NTSTATUS)0xC0000005);
+    x = 0;
+    assert_int_equal(ptl_user_read(b, (uint32_t)(uintptr_t)ub, &x, 4), 0);
+    assert_int_equal(x, 0x600DF00Du);
+    assert_int_equal(ptl_check(m), 0);
+    assert_int_equal(ptl_call(m, b, NULL, two_unmap, &ub, &stop), 0);
+    assert_int_equal(ptl_user_read(b, (uint32_t)(uintptr_t)ub, &x, 4), (NTSTATUS)0xC0000005);
+    assert_int_equal(ptl_process_exit(a, &stop), 0);
+    assert_int_equal(ptl_process_exit(b, &stop), 0);
+    assert_int_equal(ptl_call(m, NULL, NULL, two_teardown, NULL, &stop), 0);
+    assert_int_equal(ptl_call(m, NULL, NULL, two_view, NULL, &stop), 0);
+    assert_int_equal(two.view, 0); /* no cached/noncached conflict is left */
+    assert_int_equal(ptl_check(m), 0);
+    ptl_shutdown(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -811,6 +912,7 @@ int main(void)
         cmocka_unit_test(test_0xda_0x10a_unmap_too_many),
         cmocka_unit_test(test_0xda_0x10b_unmap_part_not_mapped),
         cmocka_unit_test(test_0xda_0x10c_unmap_not_whole),
+        cmocka_unit_test(test_mdl_mapped_into_two_processes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
