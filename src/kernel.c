@@ -258,7 +258,7 @@ void ptl__kfault(ptl_machine *m, int write)
                                                    : "");
     }
     if (va >= m->pte.system_start) {
-        if (m->mmu.fault == PTL_FAULT_PROTECTION && m->cfg.profile >= PTL_WIN2000)
+        if (m->mmu.fault == PTL_FAULT_PROTECTION && write && m->cfg.profile >= PTL_WIN2000)
             ptl__bugcheck_why(m, 0xBE, va, m->mmu.fault_pte, 0, 0, "write to read-only %08x", va);
         ptl__bugcheck_why(m, 0x50, va, (uint32_t)write, ptl__kernel_ip(m), 0,
                           "%s of system address %08x, whose PTE %08x is not valid",

@@ -41,11 +41,17 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <ucontext.h>
+#include <unistd.h>
 
 #define LOW_START  0x10000u
 #define SPACE_END  (1ull << 32)
 #define VA_PAGES   (1u << 20)
 #define NOT_MAPPED 0u
+/* A valid PTE whose frame no device decodes: reads give all ones (a PCI master abort, as
+ * READ_REGISTER_* and the software MMU give), so such pages map a read-only file of 0xFF.
+ * A write there faults; NT would drop it (docs/fidelity.md). */
+#define ALL_ONES   UINT32_MAX
+#define ONES_PAGES 256u /* one mmap covers up to this many consecutive undecoded pages */
 
 static pthread_mutex_t owner_lock = PTHREAD_MUTEX_INITIALIZER;
 static ptl_machine *owner;        /* the one machine that holds the host's low 4 GB */
@@ -57,6 +63,32 @@ static int decoded(ptl_machine *m, uint32_t pfn)
            ptl__phys_aperture_of(&m->phys, (uint64_t)pfn << PTL_PAGE_SHIFT) != NULL;
 }
 
+/* What the k-th page of a run that starts with `want` maps: the next frame, or the same
+ * nothing / all-ones. */
+static inline uint32_t want_at(uint32_t want, uint32_t k)
+{
+    return want == NOT_MAPPED || want == ALL_ONES ? want : want + k;
+}
+
+/* What the host page for one PTE maps (frame + 1, NOT_MAPPED or ALL_ONES), and whether
+ * writable, with pde the PDE above it. */
+static uint32_t want_of(ptl_machine *m, uint32_t pde, uint32_t pte, int *writable)
+{
+    *writable = 0;
+    if (!(pte & PTL_PTE_VALID))
+        return NOT_MAPPED;
+    if (!decoded(m, pte >> PTL_PAGE_SHIFT))
+        return ALL_ONES;
+    *writable = (pde & pte & PTL_PTE_WRITE) != 0;
+    return (pte >> PTL_PAGE_SHIFT) + 1;
+}
+
+static void *map_ones(ptl_machine *m, void *at, uint32_t count)
+{
+    return mmap(at, (size_t)count << PTL_PAGE_SHIFT, PROT_READ, MAP_SHARED | MAP_FIXED,
+                m->native.ones_fd, 0);
+}
+
 static void mirror_page(ptl_machine *m, uint32_t va, uint32_t pfn_plus1, int writable)
 {
     if (va < LOW_START)
@@ -66,7 +98,10 @@ static void mirror_page(ptl_machine *m, uint32_t va, uint32_t pfn_plus1, int wri
     if (n->shadow[page] == pfn_plus1 && n->writable[page] == (uint8_t)writable)
         return;
     void *at = (void *)(uintptr_t)(va & ~PTL_PAGE_MASK), *r;
-    if (pfn_plus1) {
+    if (pfn_plus1 == ALL_ONES) {
+        r = map_ones(m, at, 1);
+        writable = 0;
+    } else if (pfn_plus1) {
         uint32_t pfn = pfn_plus1 - 1;
         ptl__phys_frame(&m->phys, pfn); /* the frame's bytes now exist on the host */
         r = mmap(at, PTL_PAGE_SIZE, PROT_READ | (writable ? PROT_WRITE : 0), MAP_SHARED | MAP_FIXED,
@@ -91,19 +126,29 @@ static void mirror_run(ptl_machine *m, uint32_t va, uint32_t count, uint32_t pfn
 {
     if (count == 1 || va < LOW_START) {
         for (uint32_t i = 0; i < count; i++)
-            mirror_page(m, va + i * PTL_PAGE_SIZE, pfn_plus1 ? pfn_plus1 + i : 0, writable);
+            mirror_page(m, va + i * PTL_PAGE_SIZE, want_at(pfn_plus1, i), writable);
         return;
     }
+    if (pfn_plus1 == ALL_ONES && count > ONES_PAGES) { /* longer than the file of ones */
+        for (uint32_t done = 0; done < count; done += ONES_PAGES)
+            mirror_run(m, va + done * PTL_PAGE_SIZE,
+                       count - done < ONES_PAGES ? count - done : ONES_PAGES, ALL_ONES, 0);
+        return;
+    }
+    if (pfn_plus1 == ALL_ONES)
+        writable = 0;
     ptl__native *n = &m->native;
     uint32_t page = va >> PTL_PAGE_SHIFT, same = 1;
     for (uint32_t i = 0; i < count && same; i++)
-        same = n->shadow[page + i] == (pfn_plus1 ? pfn_plus1 + i : 0) &&
+        same = n->shadow[page + i] == want_at(pfn_plus1, i) &&
                n->writable[page + i] == (uint8_t)writable;
     if (same)
         return;
     void *at = (void *)(uintptr_t)va, *r;
     size_t bytes = (size_t)count << PTL_PAGE_SHIFT;
-    if (pfn_plus1) {
+    if (pfn_plus1 == ALL_ONES) {
+        r = map_ones(m, at, count);
+    } else if (pfn_plus1) {
         for (uint32_t i = 0; i < count; i++)
             ptl__phys_frame(&m->phys, pfn_plus1 - 1 + i); /* the frames' bytes now exist */
         r = mmap(at, bytes, PROT_READ | (writable ? PROT_WRITE : 0), MAP_SHARED | MAP_FIXED,
@@ -118,7 +163,7 @@ static void mirror_run(ptl_machine *m, uint32_t va, uint32_t count, uint32_t pfn
         abort();
     }
     for (uint32_t i = 0; i < count; i++) {
-        n->shadow[page + i] = pfn_plus1 ? pfn_plus1 + i : 0;
+        n->shadow[page + i] = want_at(pfn_plus1, i);
         n->writable[page + i] = (uint8_t)writable;
     }
     n->mirror_ops++;
@@ -144,10 +189,7 @@ static uint32_t expected_in(ptl_machine *m, const uint32_t *dir, uint32_t va, in
     if (!(pde & PTL_PTE_VALID))
         return NOT_MAPPED;
     uint32_t pte = words(m, pde >> PTL_PAGE_SHIFT)[(va >> 12) & 0x3FF];
-    if (!(pte & PTL_PTE_VALID) || !decoded(m, pte >> PTL_PAGE_SHIFT))
-        return NOT_MAPPED;
-    *writable = (pde & pte & PTL_PTE_WRITE) != 0;
-    return (pte >> PTL_PAGE_SHIFT) + 1;
+    return want_of(m, pde, pte, writable);
 }
 
 /* Pages to mirror, gathered into runs of consecutive frames with one permission so that
@@ -167,7 +209,7 @@ static void batch_flush(ptl_machine *m, mirror_batch *b)
 static void batch_add(ptl_machine *m, mirror_batch *b, uint32_t va, uint32_t want, int w)
 {
     if (b->len && va == b->va + b->len * PTL_PAGE_SIZE && w == b->w &&
-        (b->want ? want == b->want + b->len : want == NOT_MAPPED)) {
+        want == want_at(b->want, b->len)) {
         b->len++;
         return;
     }
@@ -229,6 +271,22 @@ static void on_segv(int sig, siginfo_t *si, void *ucv)
     signal(SIGSEGV, SIG_DFL); /* the instruction faults again, with the default action */
 }
 
+/* ONES_PAGES pages of 0xFF in a memfd, for mapping read-only wherever nothing decodes. */
+static int make_ones_file(void)
+{
+    int fd = memfd_create("ptelab-all-ones", MFD_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    static uint8_t ones[PTL_PAGE_SIZE];
+    memset(ones, 0xFF, sizeof ones);
+    for (uint32_t i = 0; i < ONES_PAGES; i++)
+        if (write(fd, ones, sizeof ones) != (ssize_t)sizeof ones) {
+            close(fd);
+            return -1;
+        }
+    return fd;
+}
+
 int ptl__native_start(ptl_machine *m, const char **why)
 {
 #ifdef PTELAB_SANITIZED
@@ -272,6 +330,15 @@ int ptl__native_start(ptl_machine *m, const char **why)
         sigaction(SIGSEGV, &sa, &old_segv);
     }
     pthread_mutex_unlock(&owner_lock);
+    m->native.ones_fd = make_ones_file();
+    if (m->native.ones_fd < 0) {
+        munmap((void *)(uintptr_t)LOW_START, (size_t)(SPACE_END - LOW_START));
+        pthread_mutex_lock(&owner_lock);
+        owner = NULL;
+        pthread_mutex_unlock(&owner_lock);
+        *why = "no memfd for the all-ones pages";
+        return -1;
+    }
     m->native.shadow = ptl__xcalloc(VA_PAGES, sizeof *m->native.shadow);
     m->native.writable = ptl__xcalloc(VA_PAGES, 1);
     m->native.on = 1;
@@ -286,6 +353,7 @@ void ptl__native_stop(ptl_machine *m)
     munmap((void *)(uintptr_t)LOW_START, (size_t)(SPACE_END - LOW_START));
     free(m->native.shadow);
     free(m->native.writable);
+    close(m->native.ones_fd);
     m->native.on = 0;
     pthread_mutex_lock(&owner_lock);
     if (owner == m)
@@ -299,10 +367,9 @@ void ptl__native_pte(ptl_machine *m, uint32_t pd, uint32_t va, uint32_t pte)
         return;
     if (va < m->pte.system_start && pd != m->mmu.cr3)
         return; /* another process's user space: mirrored when it runs */
-    uint32_t pde = ptl__pde_read(m, m->mmu.cr3, va);
-    int ok = (pte & PTL_PTE_VALID) && decoded(m, pte >> PTL_PAGE_SHIFT);
-    mirror_page(m, va, ok ? (pte >> PTL_PAGE_SHIFT) + 1 : NOT_MAPPED,
-                ok && (pde & pte & PTL_PTE_WRITE));
+    int w;
+    uint32_t want = want_of(m, ptl__pde_read(m, m->mmu.cr3, va), pte, &w);
+    mirror_page(m, va, want, w);
 }
 
 void ptl__native_pte_run(ptl_machine *m, uint32_t pd, uint32_t va, uint32_t n, uint32_t first,
@@ -320,12 +387,9 @@ void ptl__native_pte_run(ptl_machine *m, uint32_t pd, uint32_t va, uint32_t n, u
     uint32_t value = first;
     for (uint32_t i = 0; i < n; i++, value += step) {
         uint32_t at = va + i * PTL_PAGE_SIZE;
-        uint32_t pde = ptl__pde_read(m, m->mmu.cr3, at);
-        int ok = (value & PTL_PTE_VALID) && decoded(m, value >> PTL_PAGE_SHIFT);
-        uint32_t want = ok ? (value >> PTL_PAGE_SHIFT) + 1 : NOT_MAPPED;
-        int w = ok && (pde & value & PTL_PTE_WRITE);
-        int extends =
-            seg_len && w == seg_w && (seg_want ? want == seg_want + seg_len : want == NOT_MAPPED);
+        int w;
+        uint32_t want = want_of(m, ptl__pde_read(m, m->mmu.cr3, at), value, &w);
+        int extends = seg_len && w == seg_w && want == want_at(seg_want, seg_len);
         if (!extends) {
             if (seg_len)
                 mirror_run(m, seg_va, seg_len, seg_want, seg_w);
@@ -419,10 +483,9 @@ int ptl__native_check(ptl_machine *m, FILE *why)
         }
         const uint32_t *ptes = words(m, pde >> PTL_PAGE_SHIFT);
         for (uint32_t va = first; va - base < (4u << 20); va += PTL_PAGE_SIZE) {
-            uint32_t pte = ptes[(va >> 12) & 0x3FF];
-            int ok = (pte & PTL_PTE_VALID) && decoded(m, pte >> PTL_PAGE_SHIFT);
-            if (check_page(m, va, ok ? (pte >> PTL_PAGE_SHIFT) + 1 : NOT_MAPPED,
-                           ok && (pde & pte & PTL_PTE_WRITE), why))
+            int w;
+            uint32_t want = want_of(m, pde, ptes[(va >> 12) & 0x3FF], &w);
+            if (check_page(m, va, want, w, why))
                 return -1;
         }
     }

@@ -6,7 +6,9 @@
 
 typedef struct ptl__native {
     int on;              /* this machine mirrors its page tables into the host */
-    uint32_t *shadow;    /* per VA page: frame + 1 that the host page maps, 0 none */
+    uint32_t *shadow;    /* per VA page: frame + 1 that the host page maps, 0 none, or
+                            UINT32_MAX: a frame nothing decodes (the all-ones pages) */
+    int ones_fd;         /* a memfd of ONES_PAGES pages of 0xFF, mapped read-only there */
     uint8_t *writable;   /* per VA page: mapped writable */
     uint64_t mirror_ops; /* host mapping calls made */
     uint64_t faults;     /* SIGSEGVs turned into NT outcomes */

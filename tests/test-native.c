@@ -212,6 +212,53 @@ static void test_demand_zero_and_swap_in_natively(void **state)
     ptl_shutdown(m);
 }
 
+/* A raw read of a mapped address that no device decodes gives all ones, as
+ * READ_REGISTER_ULONG and the software MMU do (a PCI master abort), across more pages than
+ * one mapping of the all-ones file covers. */
+typedef struct ones_ctx {
+    ULONG raw_first, raw_last, reg;
+    int mapped;
+} ones_ctx;
+
+#define ONES_BYTES (300u * PAGE_SIZE)
+
+static void read_nothing(void *arg)
+{
+    ones_ctx *c = arg;
+    PHYSICAL_ADDRESS pa;
+    pa.QuadPart = 0xF0000000ll; /* no adapter there */
+    volatile ULONG *va = MmMapIoSpace(pa, ONES_BYTES, MmNonCached);
+    if (!va)
+        return;
+    c->mapped = 1;
+    c->raw_first = va[0];
+    c->raw_last = va[ONES_BYTES / 4 - 1];
+    c->reg = READ_REGISTER_ULONG(va + 1);
+    MmUnmapIoSpace((PVOID)va, ONES_BYTES);
+}
+
+static void test_raw_read_of_nothing_is_all_ones(void **state)
+{
+    (void)state;
+    for (int profile = PTL_NT4_SP3; profile <= PTL_WINXP; profile++) {
+        ptl_config cfg;
+        ptl_config_init(&cfg);
+        cfg.profile = profile;
+        ptl_machine *m = ptl_boot(&cfg);
+        assert_non_null(m);
+        REQUIRE_NATIVE(m);
+        ones_ctx c = {0};
+        ptl_stop stop;
+        assert_int_equal(ptl_call(m, NULL, NULL, read_nothing, &c, &stop), 0);
+        assert_true(c.mapped);
+        assert_int_equal(c.raw_first, 0xFFFFFFFFu);
+        assert_int_equal(c.raw_last, 0xFFFFFFFFu);
+        assert_int_equal(c.reg, 0xFFFFFFFFu);
+        assert_int_equal(ptl_check_full(m), 0);
+        ptl_shutdown(m);
+    }
+}
+
 static void test_only_one_native_machine(void **state)
 {
     (void)state;
@@ -239,6 +286,7 @@ int main(void)
         cmocka_unit_test(test_raw_touch_of_unmapped_address),
         cmocka_unit_test(test_dpc_raw_touch_in_wrong_context),
         cmocka_unit_test(test_demand_zero_and_swap_in_natively),
+        cmocka_unit_test(test_raw_read_of_nothing_is_all_ones),
         cmocka_unit_test(test_only_one_native_machine),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
