@@ -300,13 +300,27 @@ VOID MmUnlockPages(PMDL Mdl)
     ptl__mdlrec *r = rec_of(m, Mdl);
     if (Mdl->MdlFlags & MDL_MAPPED_TO_SYSTEM_VA)
         unmap_system(m, Mdl, r);
-    uint32_t pages = span_pages(Mdl);
+    /* the pages locked, as recorded then: a driver that changed ByteCount or ByteOffset
+     * since would have ptelab read past the MDL's PFN array */
+    uint32_t pages = r->pages;
+    if (span_pages(Mdl) != pages)
+        ptl__perf_event(m, PTL_EV_MISUSE,
+                        "MmUnlockPages by %s: the MDL now spans %u pages, %u were locked; "
+                        "unlocked those",
+                        driver_name(m), span_pages(Mdl), pages);
     PPFN_NUMBER pfns = MmGetMdlPfnArray(Mdl);
     for (uint32_t i = 0; i < pages; i++) {
         if (pfns[i] >= m->phys.ram_pages)
             continue;
         ptl__pfn *e = &m->phys.pfn[pfns[i]];
-        PTL_ASSERT(e->LockCount > 0);
+        if (e->LockCount == 0) { /* the PFN array was rewritten since the lock */
+            ptl__perf_event(m, PTL_EV_MISUSE,
+                            "MmUnlockPages by %s: frame %x of the MDL is not locked (its PFN "
+                            "array changed after MmProbeAndLockPages); NT would corrupt the PFN "
+                            "database, ptelab left the frame alone",
+                            driver_name(m), (uint32_t)pfns[i]);
+            continue;
+        }
         e->LockCount--;
         e->ReferenceCount--;
         ptl__phys_note(&m->phys, pfns[i]);

@@ -889,6 +889,49 @@ static void test_mdl_mapped_into_two_processes(void **state)
     ptl_shutdown(m);
 }
 
+/* ---- an MDL changed between lock and unlock ----------------------------------------------
+ * A driver that grows ByteCount, or rewrites the PFN array, after MmProbeAndLockPages must
+ * not make ptelab read past the array or trip over an unlocked frame: the unlock covers
+ * what was locked, and a misuse event says what changed. */
+typedef struct tamper_case {
+    PVOID buf;
+    PMDL mdl;
+    int how;
+} tamper_case;
+
+static void tamper(void *arg)
+{
+    tamper_case *c = arg;
+    c->buf = ExAllocatePoolWithTag(NonPagedPool, 2 * PAGE_SIZE, 'pmaT');
+    c->mdl = IoAllocateMdl(c->buf, 2 * PAGE_SIZE, FALSE, FALSE, NULL);
+    MmProbeAndLockPages(c->mdl, KernelMode, IoReadAccess);
+    if (c->how == 0)
+        c->mdl->ByteCount = 64 * PAGE_SIZE; /* past the two PFNs the MDL holds */
+    else
+        MmGetMdlPfnArray(c->mdl)[0] = 0x10; /* a frame it never locked */
+    MmUnlockPages(c->mdl);
+    c->mdl->ByteCount = 2 * PAGE_SIZE;
+    IoFreeMdl(c->mdl);
+    ExFreePool(c->buf);
+}
+
+static void test_mdl_changed_after_lock(void **state)
+{
+    (void)state;
+    for (int how = 0; how < 2; how++) {
+        ptl_config cfg;
+        ptl_config_init(&cfg);
+        ptl_machine *m = ptl_boot(&cfg);
+        assert_non_null(m);
+        tamper_case c = {.how = how};
+        ptl_stop stop;
+        assert_int_equal(ptl_call(m, NULL, NULL, tamper, &c, &stop), 0);
+        assert_true(event_mentions(m, "misuse", how == 0 ? "now spans" : "is not locked"));
+        assert_int_equal(ptl_check(m), 0);
+        ptl_shutdown(m);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -913,6 +956,7 @@ int main(void)
         cmocka_unit_test(test_0xda_0x10b_unmap_part_not_mapped),
         cmocka_unit_test(test_0xda_0x10c_unmap_not_whole),
         cmocka_unit_test(test_mdl_mapped_into_two_processes),
+        cmocka_unit_test(test_mdl_changed_after_lock),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
