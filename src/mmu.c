@@ -134,6 +134,16 @@ int ptl__mmu_walk(ptl_machine *m, uint32_t dirbase_pfn, uint32_t va, uint64_t *p
     return 0;
 }
 
+/* Driver code sees the self-map (0xC0000000-0xC03FFFFF) read-only. NT's PDE there is
+ * writable and the memory manager writes PTEs through it, but a driver that did so would
+ * bypass ptelab's bookkeeping (PFN share counts, the TLB, the mirror): reading PTEs there
+ * works, writing them stops the machine, in both MMU modes (native mode maps the page
+ * tables read-only for the same reason). docs/fidelity.md. */
+static inline uint32_t selfmap_mask(uint32_t va)
+{
+    return (va >> 22) == PTL_PD_SELFMAP_INDEX ? ~(uint32_t)PTL_PTE_WRITE : ~0u;
+}
+
 /* A full walk with checks, A/D updates and TLB fill. */
 static ptl__fault walk(ptl_machine *m, uint32_t va, int write, int user, int resolve,
                        ptl__tlbe **out)
@@ -156,7 +166,7 @@ static ptl__fault walk(ptl_machine *m, uint32_t va, int write, int user, int res
             m->mmu.fault_pte = pte ? *pte : *pde;
             return PTL_FAULT_NOT_PRESENT;
         }
-        uint32_t both = *pde & *pte;
+        uint32_t both = *pde & *pte & selfmap_mask(va);
         if ((user && !(both & PTL_PTE_OWNER)) || (write && !(both & PTL_PTE_WRITE))) {
             m->mmu.fault = PTL_FAULT_PROTECTION;
             m->mmu.fault_pte = *pte;
@@ -286,7 +296,7 @@ int ptl__mmu_check(ptl_machine *m, FILE *why)
             fprintf(why, "mmu: TLB holds %08x but its PTE %08x is invalid\n", va, pte);
             return -1;
         }
-        uint32_t both = pde & pte;
+        uint32_t both = pde & pte & selfmap_mask(va);
         int decoded = e->pfn < m->phys.ram_pages ||
                       ptl__phys_aperture_of(&m->phys, (uint64_t)e->pfn << PTL_PAGE_SHIFT);
         if ((e->host != NULL) != decoded) {
