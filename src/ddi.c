@@ -257,7 +257,7 @@ PVOID MmMapIoSpace(PHYSICAL_ADDRESS PhysicalAddress, SIZE_T NumberOfBytes,
     if (m->cfg.verifier) { /* 0x83: RAM mapped without being locked down first */
         uint64_t pa = (uint64_t)PhysicalAddress.QuadPart;
         uint32_t pages = PTL_PAGES_SPANNED(pa, NumberOfBytes);
-        for (uint32_t i = 0; i < pages; i++) {
+        for (uint32_t i = 0; i < pages && pa < (4ull << 30); i++) { /* RAM is below 4 GB */
             uint32_t pfn = (uint32_t)(pa >> PTL_PAGE_SHIFT) + i;
             if (pfn < m->phys.ram_pages && (pfn >= m->phys.hwm || m->phys.pfn[pfn].LockCount == 0))
                 ptl__bugcheck_why(m, 0xC4, 0x83, (uint32_t)pa, NumberOfBytes, pfn,

@@ -287,6 +287,9 @@ NTSTATUS ZwMapViewOfSection(HANDLE SectionHandle, HANDLE ProcessHandle, PVOID *B
     if (SectionOffset && SectionOffset->QuadPart < 0)
         return STATUS_INVALID_PARAMETER;
     uint64_t rounded = offset & ~(uint64_t)(GRANULARITY - 1);
+    /* *ViewSize is a SIZE_T from the caller: near 2^64 the sum below would wrap */
+    if (*ViewSize > 0xFFFFFFFFull)
+        return STATUS_INVALID_VIEW_SIZE;
     uint64_t size = (uint64_t)*ViewSize + (offset - rounded);
     size = (size + PTL_PAGE_MASK) & ~(uint64_t)PTL_PAGE_MASK;
     if (*ViewSize == 0 || size > 0xFFFFFFFFull || rounded + size > (4ull << 30))

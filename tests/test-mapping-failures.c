@@ -562,6 +562,49 @@ static void test_attach_reads_another_process(void **state)
     ptl_shutdown(r.m);
 }
 
+/* ---- sizes and addresses at the edges -----------------------------------------------------
+ * A view size near 2^64 must not wrap into a small view, and the verifier's RAM check of
+ * MmMapIoSpace must not wrap a physical address above 4 GB into a RAM frame number. */
+static void map_huge_view(void *arg)
+{
+    view_ctx *c = arg;
+    UNICODE_STRING name;
+    OBJECT_ATTRIBUTES oa;
+    RtlInitUnicodeString(&name, L"\\Device\\PhysicalMemory");
+    InitializeObjectAttributes(&oa, &name, OBJ_CASE_INSENSITIVE | OBJ_KERNEL_HANDLE, NULL, NULL);
+    c->st = ZwOpenSection(&c->section, SECTION_ALL_ACCESS, &oa);
+    if (!NT_SUCCESS(c->st))
+        return;
+    LARGE_INTEGER off;
+    off.QuadPart = (LONGLONG)c->physical;
+    SIZE_T size = (SIZE_T)-1 - 0x800; /* + the offset's rounding wraps past 2^64 */
+    c->base = NULL;
+    c->st = ZwMapViewOfSection(c->section, NtCurrentProcess(), &c->base, 0, 0, &off, &size,
+                               ViewUnmap, 0, c->protect);
+    ZwClose(c->section);
+}
+
+static void map_io_above_4g(void *arg)
+{
+    PHYSICAL_ADDRESS pa;
+    pa.QuadPart = (LONGLONG)(1ull << 44) + 0x3F00000; /* its low 32 bits of PFN: a RAM page */
+    *(PVOID *)arg = MmMapIoSpace(pa, PAGE_SIZE, MmNonCached);
+}
+
+static void test_sizes_and_addresses_at_the_edges(void **state)
+{
+    (void)state;
+    rig r = boot_rig(PTL_WINXP, 1);
+    view_ctx c = {PAGE_READWRITE, ADAPTER + 0x1800, 0, NULL, NULL};
+    assert_int_equal(call(&r, r.app, map_huge_view, &c), 0);
+    assert_int_equal(c.st, STATUS_INVALID_VIEW_SIZE);
+    PVOID va = (PVOID)1;
+    assert_int_equal(call(&r, NULL, map_io_above_4g, &va), 0); /* no 0xC4 0x83 */
+    assert_null(va);
+    assert_int_equal(ptl_check(r.m), 0);
+    ptl_shutdown(r.m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -580,6 +623,7 @@ int main(void)
         cmocka_unit_test(test_process_exit_with_mdl_user_mapping),
         cmocka_unit_test(test_noncached_memory),
         cmocka_unit_test(test_attach_reads_another_process),
+        cmocka_unit_test(test_sizes_and_addresses_at_the_edges),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
