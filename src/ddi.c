@@ -256,10 +256,12 @@ PVOID MmMapIoSpace(PHYSICAL_ADDRESS PhysicalAddress, SIZE_T NumberOfBytes,
     }
     if (m->cfg.verifier) { /* 0x83: RAM mapped without being locked down first */
         uint64_t pa = (uint64_t)PhysicalAddress.QuadPart;
-        uint32_t pages = PTL_PAGES_SPANNED(pa, NumberOfBytes);
-        for (uint32_t i = 0; i < pages && pa < (4ull << 30); i++) { /* RAM is below 4 GB */
-            uint32_t pfn = (uint32_t)(pa >> PTL_PAGE_SHIFT) + i;
-            if (pfn < m->phys.ram_pages && (pfn >= m->phys.hwm || m->phys.pfn[pfn].LockCount == 0))
+        uint64_t first = pa >> PTL_PAGE_SHIFT, end = first + PTL_PAGES_SPANNED(pa, NumberOfBytes);
+        if (end > m->phys.ram_pages) /* only RAM frames are checked: stop where RAM ends */
+            end = m->phys.ram_pages;
+        for (uint64_t f = first; f < end; f++) {
+            uint32_t pfn = (uint32_t)f;
+            if (pfn >= m->phys.hwm || m->phys.pfn[pfn].LockCount == 0)
                 ptl__bugcheck_why(m, 0xC4, 0x83, (uint32_t)pa, NumberOfBytes, pfn,
                                   "MmMapIoSpace of RAM page %x that is not locked down", pfn);
         }
