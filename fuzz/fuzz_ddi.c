@@ -1,6 +1,9 @@
 /* fuzz_ddi.c - libFuzzer target: bytes become a driver's DDI calls, bad arguments
  * included (NULL, zero and huge sizes, unaligned and random addresses, the wrong process
- * context, raised IRQL, double frees), and ptl_check runs after each one.
+ * context, raised IRQL, double frees), and ptl_check runs after each one. Addresses include
+ * driver image pages and the self-map, physical ranges include one where an adapter
+ * arrives mid-input, and MmAllocatePagesForMdl may take frames others map: the paths a
+ * code review found bugs on that the fuzzer had not reached.
  *
  * What counts as a ptelab bug here: a crash, a hang, a sanitizer report, or ptl_check
  * failing on a machine that did not stop. A STOP is a legitimate outcome of driver misuse:
@@ -22,7 +25,8 @@
 #include <ptelab/ptelab.h>
 #include <ptelab/wdm.h>
 
-#define ADAPTER 0xE0000000ull
+#define ADAPTER      0xE0000000ull
+#define LATE_ADAPTER 0xD0000000ull
 
 typedef struct input {
     const uint8_t *p;
@@ -66,7 +70,13 @@ typedef struct state {
 
 static uint32_t pick_va(state *s)
 {
-    switch (u8(s->in) % 8) {
+    switch (u8(s->in) % 10) {
+    case 8: { /* a page of a driver's image: locking it and unloading frees it locked */
+        ptl_driver *d = s->drv[u8(s->in) & 1];
+        return d && ptl_driver_loaded(d) ? ptl_driver_base(d) + (u8(s->in) % 2) * PAGE_SIZE : 0;
+    }
+    case 9: /* the self-map: page tables and the directory, per process */
+        return 0xC0000000u + (u32(s->in) % (4u << 20) & ~3u);
     case 0:
         return s->io_va[u8(s->in) % MAXK];
     case 1:
@@ -106,7 +116,9 @@ static uint32_t pick_size(state *s)
 
 static uint64_t pick_pa(state *s)
 {
-    switch (u8(s->in) % 5) {
+    switch (u8(s->in) % 6) {
+    case 5: /* where a second adapter may arrive later (ptl_adapter_add mid-input) */
+        return LATE_ADAPTER + (u32(s->in) % (4u << 20));
     case 0:
         return ADAPTER + (u32(s->in) % (1u << 20));
     case 1:
@@ -205,6 +217,26 @@ static void one_op(void *arg)
         if (pick_mdl(s, &k))
             MmUnmapLockedPages((PVOID)(uintptr_t)(u8(in) & 1 ? s->mdl_sys[k] : pick_va(s)),
                                s->mdls[k]);
+        break;
+    case 19: { /* MmAllocatePagesForMdl (2000 and later), maybe over mapped frames */
+        PHYSICAL_ADDRESS lo, hi, skip;
+        lo.QuadPart = (LONGLONG)pick_pa(s);
+        hi.QuadPart = lo.QuadPart + (LONGLONG)pick_size(s);
+        skip.QuadPart = (u8(in) & 1) ? PAGE_SIZE : 0;
+        k = u8(in) % MAXK;
+        if (!s->mdls[k])
+            s->mdls[k] = MmAllocatePagesForMdl(lo, hi, skip, pick_size(s) % (64u * PAGE_SIZE));
+        break;
+    }
+    case 20: /* MmFreePagesFromMdl, then the MDL with ExFreePool as documented */
+        if (pick_mdl(s, &k)) {
+            MmFreePagesFromMdl(s->mdls[k]);
+            if (u8(in) & 1) {
+                ExFreePool(s->mdls[k]);
+                s->freed_mdl = s->mdls[k];
+                s->mdls[k] = NULL;
+            }
+        }
         break;
     case 8: /* IoFreeMdl, and now and then a double free */
         if (u8(in) % 4 == 0 && s->freed_mdl) {
@@ -386,7 +418,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         ptl_driver *d = s.drv[(who >> 2) & 1];
         uint32_t code = 0;
         if (what < 200) {
-            s.op = what % 19;
+            s.op = what % 21;
             code = ptl_call(s.m, p, d, one_op, &s, &stop);
         } else {
             switch (what % 8) {
@@ -434,6 +466,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                             s.procs[k] = NULL;
                     }
                 }
+                break;
+            case 6: /* an adapter arrives where mappings may already point */
+                ptl_adapter_add(s.m, PCIBus, 0, LATE_ADAPTER + (uint64_t)(u8(&in) % 4) * (1u << 20),
+                                1u << 20);
                 break;
             default:
                 ptl_kd(s.m, "!vm", devnull());

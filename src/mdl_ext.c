@@ -309,10 +309,19 @@ static PMDL pages_for_mdl(ptl_machine *m, const char *name, PHYSICAL_ADDRESS low
     uint64_t lo = ((uint64_t)low.QuadPart + PTL_PAGE_MASK) >> PTL_PAGE_SHIFT;
     uint64_t hi = (uint64_t)high.QuadPart >> PTL_PAGE_SHIFT;
     uint64_t step = (uint64_t)skip.QuadPart >> PTL_PAGE_SHIFT;
+    uint64_t seen = 0; /* frames below this were in an earlier window: free ones are taken */
     while (got < want && lo < ph->ram_pages) {
         uint32_t top = hi >= ph->ram_pages ? ph->ram_pages - 1 : (uint32_t)hi;
-        /* released frames in range first, then never-used ones upward */
-        for (uint32_t *link = &ph->free_head; *link && got < want;) {
+        /* Released frames in range first, then never-used ones upward. Each window after
+         * the first adds only (its top moved by SkipBytes) frames above the last one's, so
+         * the free list is walked only when that new part holds a released frame (below
+         * the high-water mark, released frames are exactly those in use as free): with a
+         * one-page skip across all of RAM, walking it every time was quadratic. */
+        int listed = 0;
+        for (uint64_t f = lo > seen ? lo : seen; f <= top && f < ph->hwm && !listed; f++)
+            listed = ph->pfn[f].Use == PTL_USE_FREE;
+        seen = (uint64_t)top + 1;
+        for (uint32_t *link = &ph->free_head; listed && *link && got < want;) {
             uint32_t f = *link - 1;
             if (f >= lo && f <= top) {
                 *link = ph->pfn[f].Flink;
