@@ -216,16 +216,18 @@ uint32_t ptl__phys_alloc(ptl__phys *ph, ptl__frame_use use, uint32_t owner_pid)
         pfn = ph->free_head - 1;
         ph->free_head = ph->pfn[pfn].Flink;
         ph->free_count--;
-        /* A released frame may hold old data; NT zeroes before handing out for these
-         * uses (MiRemoveZeroPage), and so do we. */
-        if (is_touched(ph, pfn)) {
-            memset(ph->host + ((size_t)pfn << PTL_PAGE_SHIFT), 0, PTL_PAGE_SIZE);
-            ptl__phys_wrote(ph, pfn);
-        }
     } else if (ph->hwm < ph->ram_pages) {
         pfn = ph->hwm++;
     } else {
         return UINT32_MAX;
+    }
+    /* A frame may hold old data: a released one, and a never-used one that a driver wrote
+     * through MmMapIoSpace or a view of RAM it does not own, or kd's ed /p. NT zeroes
+     * before handing out for these uses (MiRemoveZeroPage), and so do we; a frame the host
+     * never touched is zero already. */
+    if (is_touched(ph, pfn)) {
+        memset(ph->host + ((size_t)pfn << PTL_PAGE_SHIFT), 0, PTL_PAGE_SIZE);
+        ptl__phys_wrote(ph, pfn);
     }
     ptl__pfn *e = &ph->pfn[pfn];
     ptl__pfn_reuse(e); /* a view's mappings and locks of the free frame live on */

@@ -234,6 +234,44 @@ static void test_share_count_beyond_16_bits(void **state)
     ptl_shutdown(m);
 }
 
+/* A frame never handed out can still hold data: a driver wrote it through MmMapIoSpace of
+ * RAM it does not own. The next frame handed out (a page directory, a demand-zero page)
+ * must come out zeroed all the same. */
+static uint32_t scribble_at;
+
+static void scribble(void *arg)
+{
+    (void)arg;
+    PHYSICAL_ADDRESS pa;
+    pa.QuadPart = (LONGLONG)scribble_at * PAGE_SIZE;
+    volatile ULONG *va = MmMapIoSpace(pa, 32 * PAGE_SIZE, MmCached);
+    if (!va)
+        return;
+    for (uint32_t i = 0; i < 32 * 1024; i++)
+        WRITE_REGISTER_ULONG(va + i, 0x41414067u); /* looks like valid PDEs */
+    MmUnmapIoSpace((PVOID)va, 32 * PAGE_SIZE);
+}
+
+static void test_fresh_frames_are_zeroed(void **state)
+{
+    (void)state;
+    ptl_config cfg;
+    ptl_config_init(&cfg);
+    ptl_machine *m = ptl_boot(&cfg);
+    assert_non_null(m);
+    scribble_at = m->phys.hwm; /* the next frames ptl__phys_alloc takes */
+    ptl_stop stop;
+    assert_int_equal(ptl_call(m, NULL, NULL, scribble, NULL, &stop), 0);
+    ptl_process *p = ptl_process_create(m, "app.exe");
+    assert_non_null(p);
+    uint32_t va = ptl_user_alloc(p, 4 * PAGE_SIZE), word = 1;
+    assert_true(va != 0);
+    assert_int_equal(ptl_user_read(p, va + 8, &word, 4), 0);
+    assert_int_equal(word, 0);
+    assert_int_equal(ptl_check_full(m), 0);
+    ptl_shutdown(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -241,6 +279,7 @@ int main(void)
         cmocka_unit_test(test_page_table_locked_at_exit),
         cmocka_unit_test(test_mdl_pages_keep_mappings),
         cmocka_unit_test(test_share_count_beyond_16_bits),
+        cmocka_unit_test(test_fresh_frames_are_zeroed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
