@@ -447,9 +447,9 @@ static uint32_t map_system(ptl_machine *m, PMDL mdl, int cache, int bugcheck, in
 static void unmap_system(ptl_machine *m, PMDL mdl, ptl__mdlrec *r)
 {
     uint32_t va = (uint32_t)(uintptr_t)mdl->MappedSystemVa & ~PTL_PAGE_MASK;
-    uint32_t start, count;
+    uint32_t start, count, mapper = 0;
     ptl__pte_kind kind;
-    if (!ptl__syspte_run_at(m, va, NULL, &start, &count, &kind, NULL) || start != va ||
+    if (!ptl__syspte_run_at(m, va, NULL, &start, &count, &kind, &mapper) || start != va ||
         kind != PTL_KIND_MDL || r->system_run_va != va) {
         /* not a mapping MmMapLockedPages made for this MDL: a reserved mapping (which
          * MmUnmapReservedMapping releases) or a partial MDL sharing its parent's */
@@ -466,7 +466,9 @@ static void unmap_system(ptl_machine *m, PMDL mdl, ptl__mdlrec *r)
         ptl__cache_unref(m, pte >> PTL_PAGE_SHIFT, 1);
     }
     PTL_ASSERT(ptl__syspte_release(m, PTL_SYSTEM_PTE_SPACE, va, count) == PTL_RELEASE_OK);
-    ptl_driver *d = ptl__driver_by_id(m, r->driver);
+    /* TrackPtes charges the driver that mapped, which need not be the MDL's allocator (an
+     * IRP's buffer is mapped by the driver below the one that built the MDL) */
+    ptl_driver *d = ptl__driver_by_id(m, mapper);
     if (d && d->locked_mapping_ptes >= count)
         d->locked_mapping_ptes -= count;
     mdl->MdlFlags &= (CSHORT) ~(MDL_MAPPED_TO_SYSTEM_VA | MDL_PARTIAL_HAS_BEEN_MAPPED);

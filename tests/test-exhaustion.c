@@ -352,6 +352,61 @@ static void test_pdh_csv(void **state)
     ptl_shutdown(m);
 }
 
+/* TrackPtes charges a locked-pages mapping to the driver that maps it, and takes it back
+ * from the same driver at the unmap, even when another driver allocated the MDL (an IRP's
+ * buffer): 400 map/unmap cycles leave nothing charged, so exhaustion is 0x3F, not 0xD8. */
+static PMDL shared_mdl;
+
+static void alloc_and_lock(void *arg)
+{
+    (void)arg;
+    PVOID buf = ExAllocatePoolWithTag(NonPagedPool, 16 * PAGE_SIZE, 'fuBA');
+    shared_mdl = IoAllocateMdl(buf, 16 * PAGE_SIZE, FALSE, FALSE, NULL);
+    MmProbeAndLockPages(shared_mdl, KernelMode, IoWriteAccess);
+}
+
+static void map_unmap(void *arg)
+{
+    (void)arg;
+    PVOID va = MmMapLockedPages(shared_mdl, KernelMode);
+    MmUnmapLockedPages(va, shared_mdl);
+}
+
+static void hog_all_but_4(void *arg)
+{
+    (void)arg;
+    PHYSICAL_ADDRESS pa;
+    pa.QuadPart = 0xE0000000ll;
+    MmMapIoSpace(pa, (ptl_largest_free_system_ptes(ptl_current()) - 4) * PAGE_SIZE, MmNonCached);
+}
+
+static void map_only(void *arg)
+{
+    (void)arg;
+    MmMapLockedPages(shared_mdl, KernelMode);
+}
+
+static void test_track_ptes_charges_the_mapper(void **state)
+{
+    (void)state;
+    ptl_config cfg;
+    ptl_config_init(&cfg);
+    cfg.track_ptes = 1;
+    ptl_machine *m = ptl_boot(&cfg);
+    assert_non_null(m);
+    assert_int_equal(ptl_adapter_add(m, PCIBus, 0, 0xE0000000ull, 256u << 20), 0);
+    ptl_driver *a = ptl_driver_load(m, "a.sys", 8192), *b = ptl_driver_load(m, "b.sys", 8192);
+    ptl_driver *hog = ptl_driver_load(m, "hog.sys", 8192);
+    assert_true(a && b && hog);
+    ptl_stop stop;
+    assert_int_equal(ptl_call(m, NULL, a, alloc_and_lock, NULL, &stop), 0);
+    for (int i = 0; i < 400; i++)
+        assert_int_equal(ptl_call(m, NULL, b, map_unmap, NULL, &stop), 0);
+    assert_int_equal(ptl_call(m, NULL, hog, hog_all_but_4, NULL, &stop), 0);
+    assert_int_equal(ptl_call(m, NULL, b, map_only, NULL, &stop), 0x3F);
+    ptl_shutdown(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -362,6 +417,7 @@ int main(void)
         cmocka_unit_test(test_driver_imports),
         cmocka_unit_test(test_system_threads),
         cmocka_unit_test(test_pdh_csv),
+        cmocka_unit_test(test_track_ptes_charges_the_mapper),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
