@@ -4,12 +4,12 @@
  * ddi.c), each behind cfg.verifier.
  *
  * Leaks at unload. A driver that unloads while it still holds system PTE runs
- * (MmMapIoSpace, MDL mappings, MmAllocateNonCachedMemory), MDLs it allocated, locked
- * pages or views of \Device\PhysicalMemory has each reported (an event naming the
- * resource). With the verifier on, the unload then stops with
- * DRIVER_VERIFIER_DETECTED_VIOLATION (0xC4) subcode 0x62, the code Windows uses for a
- * driver that unloads without freeing what it allocated: P2 the driver's name (a
- * UNICODE_STRING in its image), P3 0, P4 the number of leaked resources
+ * (MmMapIoSpace, MDL mappings, MmAllocateNonCachedMemory), MDLs it allocated, pool blocks
+ * (Verifier's Pool Tracking) or views of \Device\PhysicalMemory has each reported (an
+ * event naming the resource); pages it left locked show through the MDLs that hold them. With the
+ * verifier on, the unload then stops with DRIVER_VERIFIER_DETECTED_VIOLATION (0xC4) subcode 0x62,
+ * the code Windows uses for a driver that unloads without freeing what it allocated: P2 the
+ * driver's name (a UNICODE_STRING in its image), P3 0, P4 the number of leaked resources
  * (learn.microsoft.com, "Bug Check 0xC4", subcode 0x62; docs/fidelity.md). Without the
  * verifier the leaks stay: the runs show as "leaked" in the fragmentation map.
  *
@@ -77,6 +77,21 @@ static void mdl_leak(void *ctx, const void *key, void *val)
                     x->name, key, (unsigned)(uint16_t)mdl->MdlFlags);
 }
 
+static void pool_leak(void *ctx, const void *key, void *val)
+{
+    leak_ctx *x = ctx;
+    const ptl__poolblock *b = val;
+    (void)key;
+    if (b->driver != x->id)
+        return;
+    x->leaks++;
+    ptl__perf_event(x->m, PTL_EV_MISUSE,
+                    "leak at unload of %s: %s pool block at %08x (%u bytes, tag '%.4s') never "
+                    "freed",
+                    x->name, b->paged ? "a paged" : "a nonpaged", b->data, b->bytes,
+                    (const char *)&b->tag);
+}
+
 uint32_t ptl__verifier_unload(ptl_machine *m, ptl_driver *d)
 {
     leak_ctx x = {m, d->id, d->name, 0};
@@ -97,6 +112,7 @@ uint32_t ptl__verifier_unload(ptl_machine *m, ptl_driver *d)
                         e->run_len, va, ptl__pte_kind_name(e->kind));
     }
     ptl__ptrmap_each(&m->mdls.map, mdl_leak, &x);
+    ptl__ptrmap_each(&m->pools.blocks, pool_leak, &x);
     for (uint32_t k = 0; k < m->objects.nviews; k++) {
         const ptl__view *v = &m->objects.views[k];
         if (v->driver != d->id)
