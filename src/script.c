@@ -89,6 +89,9 @@ typedef struct handle_ud {
     void *h;  /* ptl_process, ptl_driver, ptl_thread, PMDL */
     int dead; /* exited, unloaded, freed */
     ptl_machine *m;
+    /* the machine's userdata, anchored in the registry until lua_close: once the machine
+     * is shut down, h points into freed memory and the handle must not be used */
+    machine_ud *owner;
 } handle_ud;
 
 typedef struct apc_ud {
@@ -259,20 +262,34 @@ static ptl_machine *check_machine(lua_State *L, int idx)
 
 static handle_ud *new_handle(lua_State *L, const char *mt, void *h, ptl_machine *m)
 {
+    runner *r = get_runner(L);
     handle_ud *u = lua_newuserdatauv(L, sizeof *u, 0);
     u->h = h;
     u->dead = 0;
     u->m = m;
+    u->owner = NULL;
+    for (int i = 0; i < r->nmachines; i++)
+        if (r->machines[i]->m == m)
+            u->owner = r->machines[i];
     luaL_setmetatable(L, mt);
     return u;
+}
+
+/* Whether the handle's object is gone: exited, unloaded, freed, or its machine shut down. */
+static int handle_dead(const handle_ud *u)
+{
+    return u->dead || !u->owner || !u->owner->m || u->owner->closed || u->owner->m != u->m;
 }
 
 static handle_ud *check_handle(lua_State *L, int idx, const char *mt, ptl_machine *m,
                                const char *what)
 {
     handle_ud *u = luaL_checkudata(L, idx, mt);
-    if (u->dead)
-        luaL_error(L, "%s is no longer valid (exited, unloaded or freed)", what);
+    if (handle_dead(u))
+        luaL_error(L,
+                   "%s is no longer valid (exited, unloaded, freed, or its machine shut "
+                   "down)",
+                   what);
     if (m && u->m != m)
         luaL_error(L, "%s belongs to another machine", what);
     return u;
@@ -1123,7 +1140,7 @@ static int process_index(lua_State *L)
 {
     handle_ud *u = luaL_checkudata(L, 1, MT_PROCESS);
     const char *k = luaL_checkstring(L, 2);
-    if (u->dead)
+    if (handle_dead(u))
         lua_pushnil(L);
     else if (strcmp(k, "name") == 0)
         lua_pushstring(L, ptl_process_name(u->h));
@@ -1140,7 +1157,9 @@ static int driver_index(lua_State *L)
 {
     handle_ud *u = luaL_checkudata(L, 1, MT_DRIVER);
     const char *k = luaL_checkstring(L, 2);
-    if (strcmp(k, "name") == 0)
+    if (!u->owner || !u->owner->m || u->owner->closed || u->owner->m != u->m)
+        lua_pushnil(L); /* an unloaded driver still has its name and base: a shut-down one not */
+    else if (strcmp(k, "name") == 0)
         lua_pushstring(L, ptl_driver_name(u->h));
     else if (strcmp(k, "base") == 0)
         lua_pushinteger(L, ptl_driver_base(u->h));
@@ -1316,11 +1335,16 @@ static int n_IoFreeMdl(lua_State *L)
 {
     ptl_machine *m = DDI_MACHINE(L, "IoFreeMdl");
     handle_ud *u = luaL_checkudata(L, 1, MT_MDL);
-    if (u->m != m)
+    if (u->m != m || !u->owner || u->owner->m != m || u->owner->closed)
         return luaL_error(L, "the MDL belongs to another machine");
+    /* A second IoFreeMdl passes the stale pointer: ptelab diagnoses it by looking it up,
+     * never dereferencing it. If the host has since given that memory to another MDL, the
+     * lookup would find and free the live one, which a Lua handle may still use: refuse. */
+    if (u->dead && u->h && ptl__ptrmap_get(&m->mdls.map, u->h))
+        return luaL_error(L, "IoFreeMdl of an MDL freed already, whose memory now holds another "
+                             "MDL: the second free would free that one");
     dctx c = {0};
-    c.p[0] = u->h; /* a second IoFreeMdl passes the stale pointer: ptelab diagnoses it by
-                      looking it up, never dereferencing it */
+    c.p[0] = u->h;
     u->dead = 1;
     guarded_ddi(L, m, d_free_mdl, &c);
     return 0;
@@ -1468,7 +1492,7 @@ static int mdl_index(lua_State *L)
 {
     handle_ud *u = luaL_checkudata(L, 1, MT_MDL);
     const char *k = luaL_checkstring(L, 2);
-    if (u->dead || !u->h) {
+    if (handle_dead(u) || !u->h) {
         lua_pushnil(L);
         return 1;
     }

@@ -128,6 +128,38 @@ static void test_missing_inputs(void **state)
 /* A STOP raised three Lua calls deep inside m:call, through nt.try and a Lua pcall: the
  * call returns the code, the script goes on using the Lua state and the frozen machine,
  * and the runner writes the report and the timeline. */
+/* Handles of a machine that was shut down name freed memory: using one is a Lua error,
+ * reading its fields gives nil, never the host's freed bytes. */
+static void test_handles_die_with_their_machine(void **state)
+{
+    (void)state;
+    const char *path =
+        write_script("shutdown.lua",
+                     "local m1 = ptl.boot{}\n"
+                     "local m2 = ptl.boot{}\n"
+                     "local p = m1:process('a.exe')\n"
+                     "local d = m1:driver('a.sys', 8192)\n"
+                     "local mdl\n"
+                     "m1:call(p, d, function()\n"
+                     "  local st, base = ZwAllocateVirtualMemory(8192)\n"
+                     "  mdl = IoAllocateMdl(base, 8192)\n"
+                     "end)\n"
+                     "assert(mdl.ByteCount == 8192 and p.name == 'a.exe' and d.name == 'a.sys')\n"
+                     "m1:shutdown()\n"
+                     "local junk = {} for i = 1, 1000 do junk[i] = string.rep('x', 60) end\n"
+                     "assert(mdl.ByteCount == nil and p.name == nil and p.id == nil)\n"
+                     "assert(d.name == nil and d.base == nil and d.ptes == nil)\n"
+                     "local ok, err = pcall(nt.MmGetMdlByteCount, mdl)\n"
+                     "assert(not ok and err:find('no longer valid'), err)\n"
+                     "return {ok = true}\n");
+    outcome o = run(path, NULL, NULL);
+    if (o.error)
+        fail_msg("%s", o.error);
+    assert_int_equal(o.rc, 0);
+    assert_has(o.result, "ok=true\n");
+    outcome_free(&o);
+}
+
 static void test_stop_inside_call_keeps_state_usable(void **state)
 {
     (void)state;
@@ -360,6 +392,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_lua_error_names_script_and_line),
         cmocka_unit_test(test_missing_inputs),
+        cmocka_unit_test(test_handles_die_with_their_machine),
         cmocka_unit_test(test_stop_inside_call_keeps_state_usable),
         cmocka_unit_test(test_stop_in_dpc_and_nested_call),
         cmocka_unit_test(test_try_catches_exception),
