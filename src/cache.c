@@ -151,12 +151,23 @@ void ptl__cache_ref_run(ptl_machine *m, uint32_t pfn, uint32_t n, int attr)
     c->ranges[c->nranges++] = (ptl__cache_range){pfn, n, (int8_t)attr};
 }
 
-void ptl__cache_unref_run(ptl_machine *m, uint32_t pfn, uint32_t n)
+void ptl__cache_unref_run(ptl_machine *m, uint32_t pfn, uint32_t n, int attr)
 {
-    ptl__cache *c = &m->cache; /* the most recent run of exactly this span */
+    /* The most recent run of exactly this span and attribute: two mappings of the same
+     * span with different attributes are both recorded, and unmapping one must leave the
+     * other's in force. A caller that only knows the attribute from the PTE bits (which
+     * fold MmHardwareCoherentCached and the like into cached) may not find an exact match:
+     * then the most recent run of the span goes. */
+    ptl__cache *c = &m->cache;
     uint32_t i = c->nranges;
-    while (i-- > 0 && !(c->ranges[i].pfn == pfn && c->ranges[i].n == n))
+    while (i-- > 0 &&
+           !(c->ranges[i].pfn == pfn && c->ranges[i].n == n && c->ranges[i].attr == attr))
         ;
+    if (i >= c->nranges) {
+        i = c->nranges;
+        while (i-- > 0 && !(c->ranges[i].pfn == pfn && c->ranges[i].n == n))
+            ;
+    }
     PTL_ASSERT(i < c->nranges);
     memmove(&c->ranges[i], &c->ranges[i + 1], (c->nranges - i - 1) * sizeof *c->ranges);
     c->nranges--;

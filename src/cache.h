@@ -42,7 +42,7 @@ void ptl__cache_unref(struct ptl_machine *m, uint32_t pfn, uint32_t n);
 /* One mapping of the contiguous frames [pfn, pfn+n) as one record; unref_run takes the
  * same (pfn, n) back. */
 void ptl__cache_ref_run(struct ptl_machine *m, uint32_t pfn, uint32_t n, int attr);
-void ptl__cache_unref_run(struct ptl_machine *m, uint32_t pfn, uint32_t n);
+void ptl__cache_unref_run(struct ptl_machine *m, uint32_t pfn, uint32_t n, int attr);
 int ptl__cache_check(struct ptl_machine *m, FILE *why);
 const char *ptl__cache_name(int attr);
 

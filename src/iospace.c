@@ -105,7 +105,7 @@ void ptl__iospace_unmap(ptl_machine *m, uint32_t va, uint32_t bytes)
     }
     uint32_t pte;
     PTL_ASSERT(ptl__pte_read(m, 0, base, &pte) == 0 && (pte & PTL_PTE_VALID));
-    ptl__cache_unref_run(m, pte >> PTL_PAGE_SHIFT, count);
+    ptl__cache_unref_run(m, pte >> PTL_PAGE_SHIFT, count, ptl__pte_cache_type(pte));
     PTL_ASSERT(ptl__syspte_release(m, PTL_SYSTEM_PTE_SPACE, base, count) == PTL_RELEASE_OK);
     io->unmaps++;
     io->live_mappings--;

@@ -249,7 +249,8 @@ static void view_remove(ptl_machine *m, uint32_t k)
     ptl_process *p = v->process;
     ptl__vad *vad = ptl__vad_find(p, v->va);
     PTL_ASSERT(vad && vad->kind == PTL_VAD_PHYSICAL);
-    ptl__cache_unref_run(m, (uint32_t)(v->pa >> PTL_PAGE_SHIFT), v->bytes / PTL_PAGE_SIZE);
+    ptl__cache_unref_run(m, (uint32_t)(v->pa >> PTL_PAGE_SHIFT), v->bytes / PTL_PAGE_SIZE,
+                         v->cache);
     ptl__process_decommit(p, vad->start, vad->end);
     ptl__vad_remove(p, vad);
     m->objects.views_unmapped++;

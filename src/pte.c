@@ -350,6 +350,13 @@ uint32_t ptl__pte_make(uint32_t pfn, int writable, int user, int cache_type)
     return v;
 }
 
+int ptl__pte_cache_type(uint32_t pte)
+{
+    if (pte & PTL_PTE_CACHEDISABLE)
+        return 0;                                /* MmNonCached */
+    return (pte & PTL_PTE_WRITETHROUGH) ? 2 : 1; /* MmWriteCombined, MmCached */
+}
+
 void ptl__pte_flags(uint32_t pte, int is_pde, char *buf)
 {
     /* WinDbg's !pte order: C G L D A N T U/K W/R E V. */

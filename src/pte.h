@@ -83,6 +83,8 @@ void ptl__pte_write_run(struct ptl_machine *m, uint32_t pd, uint32_t va, uint32_
                         uint32_t step);
 /* Build a valid PTE value. */
 uint32_t ptl__pte_make(uint32_t pfn, int writable, int user, int cache_type);
+/* The MEMORY_CACHING_TYPE a PTE's CD/WT bits say (ptl__pte_make's inverse for 0, 1, 2). */
+int ptl__pte_cache_type(uint32_t pte);
 int ptl__pte_check(struct ptl_machine *m, FILE *why);
 /* Letters as kd prints them: "--LDA--KWEV"-style flag string. buf >= 16. */
 void ptl__pte_flags(uint32_t pte, int is_pde, char *buf);

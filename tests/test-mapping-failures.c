@@ -562,6 +562,40 @@ static void test_attach_reads_another_process(void **state)
     ptl_shutdown(r.m);
 }
 
+/* Two MmMapIoSpace mappings of one page with different attributes (a hazard, recorded);
+ * unmapping the first leaves the second's attribute in force, which decides an XP view's
+ * fate: a matching view maps, a conflicting one is refused. */
+typedef struct two_attr {
+    PVOID nc, cached;
+} two_attr;
+
+static void map_two_attributes(void *arg)
+{
+    two_attr *t = arg;
+    PHYSICAL_ADDRESS pa;
+    pa.QuadPart = (LONGLONG)(ADAPTER + 0x4000);
+    t->nc = MmMapIoSpace(pa, PAGE_SIZE, MmNonCached);
+    t->cached = MmMapIoSpace(pa, PAGE_SIZE, MmCached);
+    MmUnmapIoSpace(t->nc, PAGE_SIZE);
+}
+
+static void test_unmap_keeps_the_other_attribute(void **state)
+{
+    (void)state;
+    rig r = boot_rig(PTL_WINXP, 0);
+    two_attr t = {0};
+    assert_int_equal(call(&r, NULL, map_two_attributes, &t), 0);
+    assert_true(t.nc && t.cached);
+    view_ctx cached = {PAGE_READWRITE, ADAPTER + 0x4000, 0, NULL, NULL};
+    assert_int_equal(call(&r, r.app, map_view, &cached), 0);
+    assert_int_equal(cached.st, STATUS_SUCCESS);
+    view_ctx nc = {PAGE_READWRITE | PAGE_NOCACHE, ADAPTER + 0x4000, 0, NULL, NULL};
+    assert_int_equal(call(&r, r.other, map_view, &nc), 0);
+    assert_int_equal(nc.st, STATUS_CONFLICTING_ADDRESSES);
+    assert_int_equal(ptl_check(r.m), 0);
+    ptl_shutdown(r.m);
+}
+
 /* ---- sizes and addresses at the edges -----------------------------------------------------
  * A view size near 2^64 must not wrap into a small view, and the verifier's RAM check of
  * MmMapIoSpace must not wrap a physical address above 4 GB into a RAM frame number. */
@@ -624,6 +658,7 @@ int main(void)
         cmocka_unit_test(test_noncached_memory),
         cmocka_unit_test(test_attach_reads_another_process),
         cmocka_unit_test(test_sizes_and_addresses_at_the_edges),
+        cmocka_unit_test(test_unmap_keeps_the_other_attribute),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
