@@ -2,9 +2,10 @@
  * a driver and mappings. Nothing may crash. Commands that only read must leave the
  * machine exactly as it was (kd.c's rule: no memory written, the process context
  * unchanged) and its invariants intact. The edit commands (eb/ew/ed/eq) may legitimately
- * corrupt what they write, as on a real kernel debugger, and `.process EPROCESS` switches
- * the context; after an input that did either, the machine is put back as it was and must
- * then pass ptl_check.
+ * corrupt what they write, as on a real kernel debugger; after an input that did, the
+ * machine is put back as it was and must then pass ptl_check. `.process EPROCESS` changes
+ * only kd's own implicit process (never the machine's context, which is checked); it is
+ * reset after each input so that every input starts from the same debugger state.
  *
  * One machine serves every input: it is booted once, and what an input changed is undone
  * before the next (the memory it wrote, frame by frame against a copy taken after the
@@ -17,7 +18,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include "internal.h"
 #include <ptelab/wdm.h>
@@ -99,7 +99,7 @@ static int may_change(const char *line)
 {
     while (isspace((unsigned char)*line))
         line++;
-    return line[0] == 'e' || line[0] == 'E' || strncasecmp(line, ".process", 8) == 0;
+    return line[0] == 'e' || line[0] == 'E';
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -121,6 +121,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         ptl_kd(m, line, null);
     }
     free(text);
+    m->procs.kd_implicit = NULL; /* kd's .process: the next input starts without it */
     int changed = m->phys.copy_writes != writes || m->procs.current != context;
     if (changed && !edits) {
         fprintf(stderr, "kd changed the machine with no edit command (%s)\n",

@@ -10,8 +10,10 @@
  *   - reading never changes the machine: page walks and memory dumps read the emulated
  *     frames through ptl__phys_copy (no host page is committed, no Accessed bit set, no
  *     fault resolved, no TLB entry filled);
- *   - only the edit commands (eb/ew/ed/eq) and `.process EPROCESS` change anything, and
- *     only after every argument has been parsed and checked;
+ *   - only the edit commands (eb/ew/ed/eq) change the machine, and only after every
+ *     argument has been parsed and checked; `.process EPROCESS` changes kd's own implicit
+ *     process (how it reads user addresses, as in WinDbg), never the machine's context,
+ *     and the next context switch of the machine resets it;
  *   - bad input (a malformed, missing or out-of-range argument) gets exactly one line
  *     starting with "kd: " on the output stream, the same text in ptl_error(), and a
  *     nonzero return. Every bound is checked: a fuzzer may send anything.
@@ -280,6 +282,19 @@ static int decoded(const ptl_machine *m, uint64_t pa)
 
 /* Walk the page directory at frame pd: 0 and *pa when va is valid, else -1. *pde and *pte
  * get the entries met (0 when not reached). Reads only. */
+/* The process whose user space kd reads: .process's choice while it stands, else the one
+ * whose directory CR3 holds. */
+static ptl_process *kd_process(const ptl_machine *m)
+{
+    ptl_process *p = m->procs.kd_implicit;
+    return p && !p->exited ? p : m->procs.current;
+}
+
+static uint32_t kd_dirbase(const ptl_machine *m)
+{
+    return kd_process(m)->pd;
+}
+
 static int kd_walk(ptl_machine *m, uint32_t pd, uint32_t va, uint64_t *pa, uint32_t *pde,
                    uint32_t *pte)
 {
@@ -319,7 +334,7 @@ static void kd_read(ptl_machine *m, int phys, uint32_t addr, uint8_t *buf, uint8
             chunk = n - i;
         int good = phys ? decoded(m, pa)
                         : a <= 0xFFFFFFFFull &&
-                              kd_walk(m, m->mmu.cr3, (uint32_t)a, &pa, NULL, NULL) == 0 &&
+                              kd_walk(m, kd_dirbase(m), (uint32_t)a, &pa, NULL, NULL) == 0 &&
                               decoded(m, pa);
         if (good && ptl__phys_copy(&m->phys, pa, buf + i, chunk, 0) == 0) {
             memset(ok + i, 1, chunk);
@@ -402,7 +417,7 @@ static int kd_pte(kd_ctx *c)
         return kd_err(c, c->nargs ? "!pte takes one address" : "!pte needs an address");
     if (arg_addr32(c, &c->arg[0], "address", &va) != 0)
         return -1;
-    uint32_t pd = m->mmu.cr3, pde = 0, pte = 0;
+    uint32_t pd = kd_dirbase(m), pde = 0, pte = 0;
     kd_read32(m, ((uint64_t)pd << PTL_PAGE_SHIFT) + (va >> 22) * 4u, &pde);
     int pde_valid = (pde & PTL_PTE_VALID) != 0, large = pde_valid && (pde & PTL_PTE_LARGEPAGE);
     if (pde_valid && !large)
@@ -467,7 +482,7 @@ static int kd_vtop(kd_ctx *c)
         arg_addr32(c, &c->arg[1], "address", &va) != 0)
         return -1;
     if (base == 0)
-        pd = m->mmu.cr3;
+        pd = kd_dirbase(m);
     else if (!(base & PTL_PAGE_MASK) && is_page_directory(m, base >> PTL_PAGE_SHIFT))
         pd = (uint32_t)(base >> PTL_PAGE_SHIFT);
     else if (is_page_directory(m, base))
@@ -850,7 +865,7 @@ static int edit_target(kd_ctx *c, int phys, uint64_t a, uint64_t *pa)
     ptl_machine *m = c->m;
     if (phys)
         *pa = a;
-    else if (kd_walk(m, m->mmu.cr3, (uint32_t)a, pa, NULL, NULL) != 0)
+    else if (kd_walk(m, kd_dirbase(m), (uint32_t)a, pa, NULL, NULL) != 0)
         return kd_err(c, "memory access error at %08llx: the page is not valid",
                       (unsigned long long)a);
     if (!decoded(m, *pa))
@@ -937,9 +952,11 @@ static int kd_dot_process(kd_ctx *c)
         ptl_process *p = ptl__process_by_eprocess(m, ep);
         if (!p)
             return kd_err(c, "%08x is not the EPROCESS of a live process (see !process 0 0)", ep);
-        ptl__process_switch(m, p);
+        /* WinDbg's .process sets the debugger's implicit process: how it reads user
+         * addresses. The machine's own context (CR3, the current process) stays. */
+        m->procs.kd_implicit = p;
     }
-    fprintf(c->out, "Implicit process is now %08x\n", m->procs.current->eprocess_va);
+    fprintf(c->out, "Implicit process is now %08x\n", kd_process(m)->eprocess_va);
     return 0;
 }
 

@@ -136,6 +136,7 @@ void ptl__process_switch(ptl_machine *m, ptl_process *p)
 {
     PTL_ASSERT(p && !p->exited);
     m->procs.current = p;
+    m->procs.kd_implicit = NULL; /* the target ran: kd's implicit process is reset */
     ptl__mmu_set_cr3(m, p->pd);
 }
 

@@ -56,6 +56,9 @@ typedef struct ptl__procs {
     struct ptl_process *list; /* System first */
     struct ptl_process *system;
     struct ptl_process *current; /* whose directory CR3 holds: the one that last ran */
+    /* kd's implicit process (.process): whose user space kd reads, until the machine
+     * switches context again; NULL: the current one. The debugger's view, not CR3. */
+    struct ptl_process *kd_implicit;
     uint32_t next_pid;
     uint32_t count;
     ptl__pagefile pagefile;

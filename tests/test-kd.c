@@ -239,6 +239,29 @@ static void test_pte(void **state)
     golden(s.m, "pte_demandzero", "!pte %x", s.dz);
     golden(s.m, "pte_pagefile", "!pte %x", s.sw);
     golden(s.m, "pte_view", "!pte %x", s.view);
+    /* .process is the debugger's view only: switching it to the System process changes
+     * how kd reads user addresses, not the machine's current process */
+    char *before = run(s.m, "!process", &rc);
+    out = run(s.m, "!process 0 0 System", &rc);
+    unsigned sys_ep = 0;
+    const char *sys = strstr(out, "\nPROCESS ");
+    assert_non_null(sys);
+    assert_int_equal(sscanf(sys + 1, "PROCESS %x", &sys_ep), 1);
+    free(out);
+    char cmd[64];
+    snprintf(cmd, sizeof cmd, ".process %x", sys_ep);
+    out = run(s.m, cmd, &rc);
+    if (rc)
+        fail_msg("%s", out);
+    free(out);
+    char *after = run(s.m, "!process", &rc);
+    assert_string_equal(before, after);
+    snprintf(cmd, sizeof cmd, "dd %x L1", s.buf);
+    out = run(s.m, cmd, &rc); /* app's buffer: nothing there in System's user space */
+    assert_non_null(strstr(out, "????????"));
+    free(out);
+    free(before);
+    free(after);
     assert_int_equal(ptl_check(s.m), 0);
     ptl_shutdown(s.m);
 }
