@@ -488,30 +488,20 @@ typedef struct seg {
     uint32_t va;
 } seg;
 
-/* The pool's segments in PTE-index order: the "System PTEs" regions of the layout, if
- * they account for the pool, else one segment from the pool's base. */
+/* The pool's segments in PTE-index order, from the pool itself: one, or with /USERVA two
+ * (the additional PTEs below 0xC0000000 and the usual ones), with the junction index
+ * between them skipped as the pool skips it. */
 static int pool_segments(const ptl_machine *m, uint32_t n, seg *out, int max)
 {
-    const ptl_region *r = NULL;
-    int nr = ptl_layout_regions(m, &r), k = 0;
-    uint32_t idx = 0;
-    for (int i = 0; i < nr && k < max; i++) {
-        if (strncmp(r[i].name, "System PTEs", 11) != 0)
-            continue;
-        uint64_t end = r[i].end ? r[i].end : (1ull << 32);
-        uint32_t cnt = (uint32_t)((end - r[i].start) >> 12);
-        if (idx + cnt > n)
-            cnt = n - idx;
-        out[k++] = (seg){idx, cnt, r[i].start};
-        idx += cnt;
-    }
-    if (idx != n || k == 0) {
-        ptl_syspte_stats st;
-        ptl_syspte_stats_get(m, &st);
-        out[0] = (seg){0, n, st.base_va};
+    const ptl__syspool *p = &m->sysptes.pool[PTL_SYSTEM_PTE_SPACE];
+    (void)max;
+    if (!p->seg1_va || n <= p->seg0_count + 1) {
+        out[0] = (seg){0, n < p->seg0_count || !p->seg1_va ? n : p->seg0_count, p->seg0_va};
         return 1;
     }
-    return k;
+    out[0] = (seg){0, p->seg0_count, p->seg0_va};
+    out[1] = (seg){p->seg0_count + 1, n - p->seg0_count - 1, p->seg1_va};
+    return 2;
 }
 
 static uint32_t rows_of(const seg *sg, int nseg)

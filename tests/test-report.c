@@ -194,6 +194,43 @@ static void test_one_rect_per_run(void **state)
     ptl_shutdown(m);
 }
 
+/* With /USERVA the pool has two segments with a junction index between them; the map
+ * labels each run with its own addresses: a driver image loaded into the second segment
+ * shows at the address it was loaded at. */
+static void map_all_of_the_extra_segment(void *arg)
+{
+    (void)arg;
+    PHYSICAL_ADDRESS pa;
+    pa.QuadPart = 0xC0000000ll;
+    MmMapIoSpace(pa, 69632u * PAGE_SIZE, MmNonCached);
+}
+
+static void test_userva_segments_are_placed(void **state)
+{
+    (void)state;
+    ptl_config cfg;
+    ptl_config_init(&cfg);
+    cfg.ram_bytes = 512ull << 20;
+    cfg.boot_3gb = 1;
+    cfg.userva_mb = 2800;
+    ptl_machine *m = ptl_boot(&cfg);
+    assert_non_null(m);
+    assert_int_equal(ptl_adapter_add(m, PCIBus, 0, 0xC0000000ull, 0x20000000ull), 0);
+    ptl_stop stop;
+    assert_int_equal(ptl_call(m, NULL, NULL, map_all_of_the_extra_segment, NULL, &stop), 0);
+    ptl_driver *d = ptl_driver_load(m, "x.sys", 65536);
+    assert_non_null(d);
+    ptl_report_snapshot(m, "after load");
+    char *html = write_and_read(m, "userva", NULL);
+    char want[64];
+    snprintf(want, sizeof want, "%08X-%08X: 16 PTEs, driver image, x.sys", ptl_driver_base(d),
+             ptl_driver_base(d) + 0xFFFFu);
+    if (!strstr(html, want))
+        fail_msg("'%s' is not in the report", want);
+    free(html);
+    ptl_shutdown(m);
+}
+
 static void test_escaping(void **state)
 {
     (void)state;
@@ -275,6 +312,7 @@ int main(void)
         cmocka_unit_test(test_self_contained),
         cmocka_unit_test(test_one_rect_per_run),
         cmocka_unit_test(test_escaping),
+        cmocka_unit_test(test_userva_segments_are_placed),
         cmocka_unit_test(test_stop_shown_when_there_is_one),
         cmocka_unit_test(test_event_log_is_the_last_200),
         cmocka_unit_test(test_failures),
