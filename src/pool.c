@@ -11,8 +11,10 @@
  *     (docs/fidelity.md);
  *   - blocks are multiples of 32 bytes (POOL_BLOCK_SHIFT 5 on x86) with an 8-byte
  *     POOL_HEADER in front holding the size, the type and the tag, as kd's !pool reads it;
- *     CacheAligned types return 32-byte aligned blocks; requests of a page or more get
- *     whole pages;
+ *     CacheAligned types return 32-byte aligned blocks; a block that fits one page with
+ *     its header stays inside one page, and a larger request gets whole pages, page
+ *     aligned, with no header (ExAllocatePoolWithTag's remarks: a request of PAGE_SIZE or
+ *     more is page aligned, a smaller one does not cross a page);
  *   - NonPagedPoolMustSucceed comes from a small must-succeed reserve (4 pages, NT 4.0's
  *     default size); when it cannot be satisfied the machine stops with
  *     MUST_SUCCEED_POOL_EMPTY (0x41: P1 the size, P2 nonpaged pages in use, P3 requests
@@ -129,11 +131,44 @@ static ptl__pooltag *tag_entry(ptl__pools *pl, uint32_t tag)
     return &pl->tags[pl->ntags++];
 }
 
+#define PAGE_UNITS (PTL_PAGE_SIZE / UNIT)
+
+/* Reserve `units` where the pool's placement rules allow (ExAllocatePoolWithTag's
+ * remarks): a block of a page or more starts on a page; a smaller one stays inside one
+ * page. The first fit is taken when it already obeys; otherwise a run long enough to hold
+ * an obeying position is taken and what lies around that position is given back. Returns
+ * the unit index, or -1. */
+static int64_t place_units(ptl__spool *sp, uint32_t units)
+{
+    int64_t at = ptl__spool_alloc(sp, units);
+    if (at < 0)
+        return -1;
+    uint64_t first = (uint64_t)at, end = first + units;
+    int big = units >= PAGE_UNITS;
+    int ok = big ? first % PAGE_UNITS == 0 : first / PAGE_UNITS == (end - 1) / PAGE_UNITS;
+    if (ok)
+        return at;
+    ptl__spool_free(sp, (uint32_t)at, units);
+    /* big: any run of units + PAGE_UNITS - 1 holds a page-aligned start; small: any run of
+     * 2 * units - 1 holds a start whose block does not cross a page */
+    uint32_t span = big ? units + PAGE_UNITS - 1 : 2 * units - 1;
+    at = ptl__spool_alloc(sp, span);
+    if (at < 0)
+        return -1;
+    uint64_t s = (uint64_t)at, aligned = (s + PAGE_UNITS - 1) / PAGE_UNITS * PAGE_UNITS;
+    uint64_t pos = big || s / PAGE_UNITS != (s + units - 1) / PAGE_UNITS ? aligned : s;
+    if (pos > s)
+        ptl__spool_free(sp, (uint32_t)s, (uint32_t)(pos - s));
+    if (s + span > pos + units)
+        ptl__spool_free(sp, (uint32_t)(pos + units), (uint32_t)(s + span - pos - units));
+    return (int64_t)pos;
+}
+
 /* Reserve `units` in region r and commit the pages they touch. Returns the block VA or 0. */
 static uint32_t region_alloc(ptl_machine *m, int r, uint32_t units)
 {
     ptl__pools *pl = &m->pools;
-    int64_t at = ptl__spool_alloc(pl->units[r], units);
+    int64_t at = place_units(pl->units[r], units);
     if (at < 0)
         return 0;
     uint32_t va = pl->base[r] + (uint32_t)at * UNIT;
@@ -227,8 +262,14 @@ static PVOID pool_alloc(ptl_machine *m, POOL_TYPE type, SIZE_T bytes, uint32_t t
         return NULL;
     }
     uint32_t want = (uint32_t)bytes ? (uint32_t)bytes : 1;
-    uint32_t lead = aligned ? UNIT : HEADER; /* the data starts after the header */
-    uint32_t units = (lead + want + UNIT - 1) / UNIT;
+    /* the data starts after the header; a request of a page or more gets whole pages,
+     * page aligned, with no header (NT keeps those in its big-page table) */
+    uint32_t lead = aligned ? UNIT : HEADER;
+    int big = lead + want > PTL_PAGE_SIZE; /* does not fit one page with its header */
+    if (big)
+        lead = 0;
+    uint32_t units =
+        big ? (want + PTL_PAGE_MASK) / PTL_PAGE_SIZE * PAGE_UNITS : (lead + want + UNIT - 1) / UNIT;
     if (want >= PTL_PAGE_SIZE)
         pl->big_requests++;
     int injected = !must && ptl__verifier_inject(m, PTL_FAULT_POOL, "pool");
@@ -262,7 +303,8 @@ static PVOID pool_alloc(ptl_machine *m, POOL_TYPE type, SIZE_T bytes, uint32_t t
     b->driver = m->kernel.current_driver;
     ptl__ptrmap_put(&pl->blocks, (const void *)(uintptr_t)b->data, b);
     ptl__ptrmap_del(&pl->freed, (const void *)(uintptr_t)b->data);
-    write_header(m, b->data - HEADER, units, (int)type, tag);
+    if (!big)
+        write_header(m, b->data - HEADER, units, (int)type, tag);
     ptl__pooltag *t = tag_entry(pl, tag);
     uint64_t charged = region < 0 ? (uint64_t)pages * PTL_PAGE_SIZE : (uint64_t)units * UNIT;
     if (paged) {

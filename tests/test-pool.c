@@ -73,14 +73,54 @@ static void test_allocate_and_free(void **state)
         if (strcmp(r[i].name, "Initial nonpaged pool") == 0)
             assert_true((uintptr_t)c.np >= r[i].start && (uintptr_t)c.np < r[i].end);
     }
-    /* 100 bytes + an 8-byte header = 4 units of 32; 10 aligned = 2 units; 3 pages + header
-     * = 385 units; paged 5000 + 8 = 157 units */
-    assert_int_equal(c.during.pool_nonpaged_bytes, (4 + 2 + 385) * 32);
-    assert_int_equal(c.during.pool_paged_bytes, 157 * 32);
+    /* 100 bytes + an 8-byte header = 4 units of 32; 10 aligned = 2 units; a request of a
+     * page or more gets whole pages with no header (ExAllocatePoolWithTag's remarks):
+     * 3 pages = 384 units, paged 5000 bytes = 2 pages = 256 units, each page aligned */
+    assert_int_equal(c.during.pool_nonpaged_bytes, (4 + 2 + 384) * 32);
+    assert_int_equal(c.during.pool_paged_bytes, 256 * 32);
+    assert_int_equal((uintptr_t)c.big & (PAGE_SIZE - 1), 0);
+    assert_int_equal((uintptr_t)c.pg & (PAGE_SIZE - 1), 0);
     ptl_counters after;
     ptl_counters_get(m, &after);
     assert_int_equal(after.pool_nonpaged_bytes, 0);
     assert_int_equal(after.pool_paged_bytes, 0);
+    assert_int_equal(ptl_check(m), 0);
+    ptl_shutdown(m);
+}
+
+/* Blocks smaller than a page never cross a page boundary, whatever was allocated before
+ * them (ExAllocatePoolWithTag's remarks). */
+typedef struct cross_ctx {
+    PVOID p[200];
+    uint32_t crossing, n;
+} cross_ctx;
+
+static void no_crossing(void *arg)
+{
+    cross_ctx *c = arg;
+    for (uint32_t i = 0; i < 200; i++) {
+        SIZE_T bytes = 24 + (i * 397) % 2000; /* sizes that do not tile a page */
+        PUCHAR p = ExAllocatePoolWithTag(i & 1 ? PagedPool : NonPagedPool, bytes, 'ssrC');
+        if (!p)
+            continue;
+        c->p[c->n++] = p;
+        uintptr_t first = (uintptr_t)(p - 8), last = (uintptr_t)(p + bytes - 1);
+        c->crossing += (first / PAGE_SIZE) != (last / PAGE_SIZE);
+    }
+    for (uint32_t i = 0; i < c->n; i++)
+        ExFreePool(c->p[i]);
+}
+
+static void test_small_blocks_stay_in_a_page(void **state)
+{
+    (void)state;
+    ptl_machine *m = boot(0);
+    cross_ctx c;
+    memset(&c, 0, sizeof c);
+    ptl_stop stop;
+    assert_int_equal(ptl_call(m, NULL, NULL, no_crossing, &c, &stop), 0);
+    assert_int_equal(c.n, 200);
+    assert_int_equal(c.crossing, 0);
     assert_int_equal(ptl_check(m), 0);
     ptl_shutdown(m);
 }
@@ -276,6 +316,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_allocate_and_free),
+        cmocka_unit_test(test_small_blocks_stay_in_a_page),
         cmocka_unit_test(test_expansion_then_failure),
         cmocka_unit_test(test_must_succeed_stop),
         cmocka_unit_test(test_bad_frees),
