@@ -91,22 +91,24 @@ static ptl__cache_entry *lookup(ptl__cache *c, uint32_t pfn, int insert)
     }
 }
 
-static int range_attr(const ptl__cache *c, uint32_t pfn)
+static const ptl__cache_range *range_of(const ptl__cache *c, uint32_t pfn)
 {
     for (uint32_t i = c->nranges; i-- > 0;)
         if (pfn - c->ranges[i].pfn < c->ranges[i].n)
-            return c->ranges[i].attr;
-    return -1;
+            return &c->ranges[i];
+    return NULL;
 }
 
 int ptl__cache_current(ptl_machine *m, uint32_t pfn)
 {
+    /* the most recent mapping's attribute, whether it is tracked per frame (MDL mappings,
+     * noncached memory) or as a range (MmMapIoSpace, views) */
     ptl__cache_entry *e = lookup(&m->cache, pfn, 0);
-    if (e && e->count)
+    const ptl__cache_range *r = range_of(&m->cache, pfn);
+    if (e && e->count && (!r || e->seq > r->seq))
         return e->attr;
-    int r = range_attr(&m->cache, pfn);
-    if (r >= 0)
-        return r;
+    if (r)
+        return r->attr;
     if (pfn < m->phys.ram_pages && pfn < m->phys.hwm && m->phys.pfn[pfn].Use != PTL_USE_FREE)
         return 1; /* MmCached: the system's own mapping of its RAM */
     return -1;
@@ -148,7 +150,7 @@ void ptl__cache_ref_run(ptl_machine *m, uint32_t pfn, uint32_t n, int attr)
         c->capranges = c->capranges ? 2 * c->capranges : 16;
         c->ranges = ptl__xrealloc(c->ranges, c->capranges * sizeof *c->ranges);
     }
-    c->ranges[c->nranges++] = (ptl__cache_range){pfn, n, (int8_t)attr};
+    c->ranges[c->nranges++] = (ptl__cache_range){pfn, n, ++c->clock, (int8_t)attr};
 }
 
 void ptl__cache_unref_run(ptl_machine *m, uint32_t pfn, uint32_t n, int attr)
@@ -187,7 +189,8 @@ void ptl__cache_ref(ptl_machine *m, uint32_t pfn, uint32_t n, int attr)
         /* on NT 4.0 a second attribute can be in force at once; the latest wins here,
          * the hazard was recorded by the caller */
         e->attr = (int8_t)attr;
-        PTL_ASSERT(e->count < UINT16_MAX);
+        e->seq = ++c->clock;
+        PTL_ASSERT(e->count < UINT32_MAX);
         e->count++;
     }
 }

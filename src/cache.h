@@ -6,7 +6,8 @@
 
 typedef struct ptl__cache_entry {
     uint32_t pfn_plus1; /* 0: empty slot */
-    uint16_t count;     /* live tracked mappings */
+    uint32_t count;     /* live tracked mappings (32 bits: one frame may be mapped ~2^16 times) */
+    uint32_t seq;       /* when attr was last set (ptl__cache.clock), for "the most recent" */
     int8_t attr;        /* MEMORY_CACHING_TYPE they use */
     uint8_t tombstone;
 } ptl__cache_entry;
@@ -14,6 +15,7 @@ typedef struct ptl__cache_entry {
 /* A mapping of several contiguous frames with one attribute (MmMapIoSpace), kept whole. */
 typedef struct ptl__cache_range {
     uint32_t pfn, n;
+    uint32_t seq; /* when it was mapped (ptl__cache.clock) */
     int8_t attr;
 } ptl__cache_range;
 
@@ -24,6 +26,7 @@ typedef struct ptl__cache {
     ptl__cache_range *ranges; /* in the order they were made: the last covering one wins */
     uint32_t nranges, capranges;
     uint64_t conflicts;
+    uint32_t clock; /* stamps each attribute set, so the most recent mapping's wins */
 } ptl__cache;
 
 struct ptl_machine;

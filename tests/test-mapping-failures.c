@@ -596,6 +596,47 @@ static void test_unmap_keeps_the_other_attribute(void **state)
     ptl_shutdown(r.m);
 }
 
+/* The attribute in force is the most recent mapping's, whether that mapping is tracked
+ * per frame (an MDL mapping) or as a range (MmMapIoSpace): after a cached MDL mapping and
+ * then a noncached MmMapIoSpace of the same page, an XP cached view of it is refused. */
+typedef struct recent_ctx {
+    PMDL mdl;
+    PVOID sys, io;
+    uint64_t pa;
+} recent_ctx;
+
+static void mdl_then_io(void *arg)
+{
+    recent_ctx *c = arg;
+    PHYSICAL_ADDRESS lo, hi, skip, pa;
+    lo.QuadPart = 0;
+    hi.QuadPart = 0xFFFFFFFFll;
+    skip.QuadPart = 0;
+    c->mdl = MmAllocatePagesForMdl(lo, hi, skip, PAGE_SIZE);
+    if (!c->mdl)
+        return;
+    c->sys =
+        MmMapLockedPagesSpecifyCache(c->mdl, KernelMode, MmCached, NULL, FALSE, NormalPagePriority);
+    c->pa = (uint64_t)MmGetMdlPfnArray(c->mdl)[0] << 12;
+    pa.QuadPart = (LONGLONG)c->pa;
+    c->io = MmMapIoSpace(pa, PAGE_SIZE, MmNonCached);
+}
+
+static void test_most_recent_attribute_wins(void **state)
+{
+    (void)state;
+    rig r = boot_rig(PTL_WINXP, 0);
+    recent_ctx c = {0};
+    assert_int_equal(call(&r, NULL, mdl_then_io, &c), 0);
+    assert_true(c.mdl && c.sys && c.io);
+    view_ctx cached = {PAGE_READWRITE, c.pa, 0, NULL, NULL};
+    assert_int_equal(call(&r, r.app, map_view, &cached), 0);
+    assert_int_equal(cached.st, STATUS_CONFLICTING_ADDRESSES);
+    assert_true(event_mentions(r.m, "fail", "is mapped noncached"));
+    assert_int_equal(ptl_check(r.m), 0);
+    ptl_shutdown(r.m);
+}
+
 /* ---- sizes and addresses at the edges -----------------------------------------------------
  * A view size near 2^64 must not wrap into a small view, and the verifier's RAM check of
  * MmMapIoSpace must not wrap a physical address above 4 GB into a RAM frame number. */
@@ -659,6 +700,7 @@ int main(void)
         cmocka_unit_test(test_attach_reads_another_process),
         cmocka_unit_test(test_sizes_and_addresses_at_the_edges),
         cmocka_unit_test(test_unmap_keeps_the_other_attribute),
+        cmocka_unit_test(test_most_recent_attribute_wins),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
