@@ -20,9 +20,6 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
 
 #include "bench.h"
 #include "internal.h"
@@ -870,18 +867,12 @@ static double chase_ns(size_t bytes, long steps)
  * freed run's bitmap word, which any allocator must look at to merge the run. Nothing
  * here depends on the previous pair, so the processor overlaps the misses of successive
  * pairs; an allocator whose next search depends on the last update gets less of that.
- * The bitmap gets the same huge-page hint as spool_fast's; the held array is malloc'd,
- * as the churn rows' is. */
+ * The bitmap is allocated as spool_fast's is; the held array is malloc'd, as the churn
+ * rows' is. */
 static double churn_floor_ns(uint32_t total, long pairs)
 {
     size_t words = total / 64, cap = total / 2;
-    uint64_t *bits = NULL;
-    if (posix_memalign((void **)&bits, 2u << 20, words * sizeof *bits) != 0)
-        return 0;
-#if defined(MADV_HUGEPAGE)
-    (void)madvise(bits, words * sizeof *bits, MADV_HUGEPAGE);
-#endif
-    memset(bits, 0, words * sizeof *bits);
+    uint64_t *bits = ptl__xcalloc_huge(words, sizeof *bits); /* as spool_fast's bitmap */
     held *h = malloc(cap * sizeof *h);
     size_t nheld = 0;
     /* the held runs of a 90% churn: log-uniform sizes 1-16 tiling the space, 90% kept */

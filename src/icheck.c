@@ -173,11 +173,6 @@ static void push(uint32_t **list, uint32_t *n, uint32_t *cap, uint32_t v)
     (*list)[(*n)++] = v;
 }
 
-static const uint32_t *words_ro(ptl_machine *m, uint32_t pfn)
-{
-    return (const uint32_t *)(const void *)ptl__phys_frame_ro(&m->phys, pfn);
-}
-
 static void touch(ptl__icheck *c, uint32_t f)
 {
     if (!(c->fr[f].flags & F_EVAL)) {
@@ -249,7 +244,7 @@ static void pt_ref(ptl_machine *m, uint32_t f)
     t->pfn = f;
     t->refs = 1;
     t->changed = 0;
-    memcpy(t->snap, words_ro(m, f), sizeof t->snap);
+    memcpy(t->snap, ptl__phys_words_ro(&m->phys, f), sizeof t->snap);
     if (c->npts == c->cap_pts) {
         c->cap_pts = c->cap_pts ? 2 * c->cap_pts : 64;
         c->pts = ptl__xrealloc(c->pts, c->cap_pts * sizeof *c->pts);
@@ -285,7 +280,7 @@ static void pt_unref(ptl_machine *m, uint32_t f)
 NOCOV static void pt_diff(ptl_machine *m, chk_pt *t)
 {
     ptl__icheck *c = m->icheck;
-    const uint32_t *cur = words_ro(m, t->pfn);
+    const uint32_t *cur = ptl__phys_words_ro(&m->phys, t->pfn);
     int changed = 0;
     for (uint32_t b = 0; b < WORDS; b += BLOCK) {
         if (!memcmp(t->snap + b, cur + b, BLOCK * 4))
@@ -371,7 +366,7 @@ static chk_pd *pd_new(ptl_machine *m, uint32_t pfn)
     c->pds[c->npds++] = d;
     c->fr[pfn].pd_slot = c->npds;
     watch_update(m, pfn);
-    pd_diff(m, d, words_ro(m, pfn));
+    pd_diff(m, d, ptl__phys_words_ro(&m->phys, pfn));
     return d;
 }
 
@@ -634,7 +629,7 @@ NOCOV static int pte_check(ptl_machine *m, FILE *why)
         if (c->fr[f].pt_slot)
             pt_diff(m, c->pts[c->fr[f].pt_slot - 1]);
         if (c->fr[f].pd_slot)
-            pd_diff(m, c->pds[c->fr[f].pd_slot - 1], words_ro(m, f));
+            pd_diff(m, c->pds[c->fr[f].pd_slot - 1], ptl__phys_words_ro(&m->phys, f));
     }
     pd_flags(m);
     /* frames whose counts, use or share count changed */
@@ -654,7 +649,7 @@ NOCOV static int pte_check(ptl_machine *m, FILE *why)
     }
     /* the verdict */
     if (c->selfbad || c->sysmis || c->pde_out || c->pdebad) {
-        const uint32_t *master = words_ro(m, pt->master_pd);
+        const uint32_t *master = ptl__phys_words_ro(&m->phys, pt->master_pd);
         for (int k = 0; k < pt->npds; k++) {
             const chk_pd *d = c->pds[c->fr[pt->pds[k]].pd_slot - 1];
             if (d->selfbad) {
@@ -770,10 +765,10 @@ NOCOV static void chunk_parse(ptl_machine *m, const ptl__syspool *p, chk_pool *c
     const uint32_t *ptes = NULL;
     k->tpfn = UINT32_MAX;
     if (!k->junction) {
-        uint32_t pde = words_ro(m, m->pte.master_pd)[k->va >> 22];
+        uint32_t pde = ptl__phys_words_ro(&m->phys, m->pte.master_pd)[k->va >> 22];
         if (pde & PTL_PTE_VALID) {
             k->tpfn = pde >> PTL_PAGE_SHIFT;
-            ptes = words_ro(m, k->tpfn) + ((k->va >> 12) & 0x3FF);
+            ptes = ptl__phys_words_ro(&m->phys, k->tpfn) + ((k->va >> 12) & 0x3FF);
         }
     }
     k->cin_rem = rem;
@@ -1001,7 +996,7 @@ NOCOV static void ptab_make(ptl_machine *m, uint32_t id)
     chk_ptab *t = &c->ptabs[id];
     chk_proc *pr = &c->procs[t->proc];
     ptl_process *p = pr->p;
-    const uint32_t *ptes = words_ro(m, t->tpfn);
+    const uint32_t *ptes = ptl__phys_words_ro(&m->phys, t->tpfn);
     /* the VADs are sorted and disjoint (checked before): walk them along the table */
     int at = 0;
     for (uint32_t b = 0; b < WORDS; b += BLOCK) {
@@ -1045,7 +1040,7 @@ NOCOV static void proc_sync(ptl_machine *m, uint32_t k, int all)
 {
     ptl__icheck *c = m->icheck;
     chk_proc *pr = &c->procs[k];
-    const uint32_t *dir = words_ro(m, pr->p->pd);
+    const uint32_t *dir = ptl__phys_words_ro(&m->phys, pr->p->pd);
     uint32_t slot = pr->p->pd < c->nram ? c->fr[pr->p->pd].pd_slot : 0;
     const chk_pd *d = slot ? c->pds[slot - 1] : NULL;
     if (!d)

@@ -43,6 +43,8 @@ int ptl__fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void ptl__set_current(ptl_machine *m);
 
 void *ptl__xcalloc(size_t n, size_t size); /* aborts on host out-of-memory */
+/* The same, 2 MB aligned and offered to transparent huge pages from 2 MB up (machine.c). */
+void *ptl__xcalloc_huge(size_t n, size_t size);
 void *ptl__xrealloc(void *p, size_t size);
 char *ptl__xstrdup(const char *s);
 

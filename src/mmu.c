@@ -100,18 +100,12 @@ static uint32_t *frame_words(ptl_machine *m, uint32_t pfn)
     return (uint32_t *)ptl__phys_frame(&m->phys, pfn);
 }
 
-/* For looking only: the incremental check is not told that the frame was written. */
-static const uint32_t *frame_words_ro(ptl_machine *m, uint32_t pfn)
-{
-    return (const uint32_t *)(const void *)ptl__phys_frame_ro(&m->phys, pfn);
-}
-
 int ptl__mmu_walk(ptl_machine *m, uint32_t dirbase_pfn, uint32_t va, uint64_t *pa,
                   uint32_t *pde_out, uint32_t *pte_out)
 {
     if (dirbase_pfn >= m->phys.ram_pages)
         return -1;
-    uint32_t pde = frame_words_ro(m, dirbase_pfn)[va >> 22];
+    uint32_t pde = ptl__phys_words_ro(&m->phys, dirbase_pfn)[va >> 22];
     if (pde_out)
         *pde_out = pde;
     if (pte_out)
@@ -125,7 +119,7 @@ int ptl__mmu_walk(ptl_machine *m, uint32_t dirbase_pfn, uint32_t va, uint64_t *p
     uint32_t table = pde >> PTL_PAGE_SHIFT;
     if (table >= m->phys.ram_pages)
         return -1;
-    uint32_t pte = frame_words_ro(m, table)[(va >> 12) & 0x3FF];
+    uint32_t pte = ptl__phys_words_ro(&m->phys, table)[(va >> 12) & 0x3FF];
     if (pte_out)
         *pte_out = pte;
     if (!(pte & PTL_PTE_VALID))

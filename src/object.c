@@ -433,7 +433,7 @@ static int view_check(ptl_machine *m, const ptl__view *v, int all_pages, FILE *w
         return -1;
     }
     uint32_t pd = v->process->pd;
-    const uint32_t *dir = (const uint32_t *)(const void *)ptl__phys_frame_ro(&m->phys, pd);
+    const uint32_t *dir = ptl__phys_words_ro(&m->phys, pd);
     for (uint64_t at = v->va, end = (uint64_t)v->va + v->bytes; at < end;) {
         uint64_t table_end = (at | 0x3FFFFF) + 1, stop = table_end < end ? table_end : end;
         uint32_t span = (uint32_t)(stop - at);
@@ -443,8 +443,7 @@ static int view_check(ptl_machine *m, const ptl__view *v, int all_pages, FILE *w
         }
         uint32_t pde = dir[at >> 22];
         const uint32_t *ptes = (pde & PTL_PTE_VALID) && (pde >> PTL_PAGE_SHIFT) < m->phys.ram_pages
-                                   ? (const uint32_t *)(const void *)ptl__phys_frame_ro(
-                                         &m->phys, pde >> PTL_PAGE_SHIFT)
+                                   ? ptl__phys_words_ro(&m->phys, pde >> PTL_PAGE_SHIFT)
                                    : NULL;
         for (; at < stop; at += PTL_PAGE_SIZE) {
             uint32_t pte = ptes ? ptes[(at >> 12) & 0x3FF] : 0;

@@ -115,6 +115,11 @@ uint32_t ptl__phys_available(const ptl__phys *ph);
 uint8_t *ptl__phys_frame(ptl__phys *ph, uint32_t pfn);
 /* The same bytes for a caller that only reads them: nothing is marked written. */
 const uint8_t *ptl__phys_frame_ro(ptl__phys *ph, uint32_t pfn);
+/* A frame read as 1024 page-table entries, for looking only (nothing is marked written). */
+static inline const uint32_t *ptl__phys_words_ro(ptl__phys *ph, uint32_t pfn)
+{
+    return (const uint32_t *)(const void *)ptl__phys_frame_ro(ph, pfn);
+}
 /* Record that frame pfn's PFN entry changed (Use, PageLocation, ShareCount, the free
  * list): what every writer of a PFN entry calls, for the incremental check. */
 void ptl__phys_note(ptl__phys *ph, uint32_t pfn);

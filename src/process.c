@@ -290,8 +290,7 @@ int ptl__process_commit(ptl_process *p, uint32_t start, uint32_t end, int protec
         if (ptl__pte_ensure_table(m, p->pd, (uint32_t)va) != 0)
             return -1;
         uint32_t pde = ptl__pde_read(m, p->pd, (uint32_t)va);
-        const uint32_t *ptes =
-            (const uint32_t *)(const void *)ptl__phys_frame_ro(&m->phys, pde >> PTL_PAGE_SHIFT);
+        const uint32_t *ptes = ptl__phys_words_ro(&m->phys, pde >> PTL_PAGE_SHIFT);
         for (uint32_t a = (uint32_t)va; a < stop;) {
             uint32_t b = a;
             while (b < stop && ptes[(b >> 12) & 0x3FF] == 0)
@@ -348,8 +347,7 @@ void ptl__process_decommit(ptl_process *p, uint32_t start, uint32_t end)
             continue;
         }
         if (!owns_frames) { /* borrowed frames: clear each stretch of valid PTEs in one run */
-            const uint32_t *ptes =
-                (const uint32_t *)(const void *)ptl__phys_frame_ro(&m->phys, pde >> PTL_PAGE_SHIFT);
+            const uint32_t *ptes = ptl__phys_words_ro(&m->phys, pde >> PTL_PAGE_SHIFT);
             uint64_t table_end = ((uint64_t)va | (PTL_PDE_SPAN - 1)) + 1;
             uint32_t stop = (uint32_t)(table_end < end ? table_end : end), n = 0;
             while (va + n * PTL_PAGE_SIZE < stop &&
@@ -628,12 +626,10 @@ int ptl__process_check(ptl_machine *m, FILE *why)
             return -1;
         uint32_t private_valid = 0;
         for (uint32_t pdi = 0; pdi < (m->pte.system_start >> 22); pdi++) {
-            uint32_t pde =
-                ((const uint32_t *)(const void *)ptl__phys_frame_ro(&m->phys, p->pd))[pdi];
+            uint32_t pde = (ptl__phys_words_ro(&m->phys, p->pd))[pdi];
             if (!(pde & PTL_PTE_VALID))
                 continue;
-            const uint32_t *ptes =
-                (const uint32_t *)(const void *)ptl__phys_frame_ro(&m->phys, pde >> PTL_PAGE_SHIFT);
+            const uint32_t *ptes = ptl__phys_words_ro(&m->phys, pde >> PTL_PAGE_SHIFT);
             for (uint32_t j = 0; j < PTL_PTES_PER_PAGE; j++) {
                 if (!ptes[j])
                     continue;

@@ -55,12 +55,6 @@ static uint32_t *frame_words(ptl_machine *m, uint32_t pfn)
     return (uint32_t *)ptl__phys_frame(&m->phys, pfn);
 }
 
-/* For reading only: the incremental check is not told the frame was written (phys.c). */
-static const uint32_t *frame_words_ro(ptl_machine *m, uint32_t pfn)
-{
-    return (const uint32_t *)(const void *)ptl__phys_frame_ro(&m->phys, pfn);
-}
-
 static void map_ref(ptl_machine *m, uint32_t entry, uint32_t pte_va, uint32_t table_pfn)
 {
     uint32_t pfn = entry >> PTL_PAGE_SHIFT;
@@ -142,7 +136,7 @@ uint32_t ptl__pte_new_pd(ptl_machine *m, uint32_t owner_pid)
     uint32_t pd = ptl__phys_alloc(&m->phys, PTL_USE_PAGE_DIRECTORY, owner_pid);
     if (pd == UINT32_MAX)
         return UINT32_MAX;
-    const uint32_t *master = frame_words_ro(m, pt->master_pd);
+    const uint32_t *master = ptl__phys_words_ro(&m->phys, pt->master_pd);
     for (uint32_t i = pt->system_start >> 22; i < PTL_PTES_PER_PAGE; i++) {
         if (i == PTL_PD_SELFMAP_INDEX)
             pde_write(m, pd, i, (pd << PTL_PAGE_SHIFT) | PTL_PTE_VALID | PTL_PTE_WRITE);
@@ -165,7 +159,7 @@ void ptl__pte_free_pd(ptl_machine *m, uint32_t pd)
             continue;
         uint32_t table = pde >> PTL_PAGE_SHIFT;
         if (i < (pt->system_start >> 22)) {
-            const uint32_t *ptes = frame_words_ro(m, table);
+            const uint32_t *ptes = ptl__phys_words_ro(&m->phys, table);
             for (uint32_t j = 0; j < PTL_PTES_PER_PAGE; j++)
                 PTL_ASSERT(!(ptes[j] & PTL_PTE_VALID));
             pde_write(m, pd, i, 0);
@@ -187,7 +181,7 @@ uint32_t ptl__pde_read(ptl_machine *m, uint32_t pd, uint32_t va)
 {
     if (va >= m->pte.system_start)
         pd = m->pte.master_pd;
-    return frame_words_ro(m, pd)[va >> 22];
+    return ptl__phys_words_ro(&m->phys, pd)[va >> 22];
 }
 
 int ptl__pte_read(ptl_machine *m, uint32_t pd, uint32_t va, uint32_t *pte)
@@ -195,7 +189,7 @@ int ptl__pte_read(ptl_machine *m, uint32_t pd, uint32_t va, uint32_t *pte)
     uint32_t pde = ptl__pde_read(m, pd, va);
     if (!(pde & PTL_PTE_VALID))
         return -1;
-    *pte = frame_words_ro(m, pde >> PTL_PAGE_SHIFT)[(va >> 12) & 0x3FF];
+    *pte = ptl__phys_words_ro(&m->phys, pde >> PTL_PAGE_SHIFT)[(va >> 12) & 0x3FF];
     return 0;
 }
 
@@ -208,7 +202,7 @@ int ptl__pte_ensure_table(ptl_machine *m, uint32_t pd, uint32_t va)
         pd = pt->master_pd;
     uint32_t index = va >> 22;
     PTL_ASSERT(index != PTL_PD_SELFMAP_INDEX);
-    if (frame_words_ro(m, pd)[index] & PTL_PTE_VALID)
+    if (ptl__phys_words_ro(&m->phys, pd)[index] & PTL_PTE_VALID)
         return 0;
     uint32_t table =
         ptl__phys_alloc(&m->phys, PTL_USE_PAGE_TABLE, system ? 0 : m->phys.pfn[owner].OwnerPid);
@@ -381,7 +375,7 @@ int ptl__pte_check(ptl_machine *m, FILE *why)
     uint32_t nram = m->phys.ram_pages;
     uint32_t *tally = ptl__xcalloc(nram ? nram : 1, sizeof *tally);
     int rc = 0;
-    const uint32_t *master = frame_words_ro(m, pt->master_pd);
+    const uint32_t *master = ptl__phys_words_ro(&m->phys, pt->master_pd);
 #define FAIL(...)                  \
     do {                           \
         fprintf(why, __VA_ARGS__); \
@@ -390,7 +384,7 @@ int ptl__pte_check(ptl_machine *m, FILE *why)
     } while (0)
     for (int k = 0; k < pt->npds; k++) {
         uint32_t pd = pt->pds[k];
-        const uint32_t *dir = frame_words_ro(m, pd);
+        const uint32_t *dir = ptl__phys_words_ro(&m->phys, pd);
         if ((dir[PTL_PD_SELFMAP_INDEX] >> PTL_PAGE_SHIFT) != pd ||
             !(dir[PTL_PD_SELFMAP_INDEX] & PTL_PTE_VALID))
             FAIL("pte: page directory 0x%x does not map itself at PDE 0x300\n", pd);
@@ -410,7 +404,7 @@ int ptl__pte_check(ptl_machine *m, FILE *why)
             tally[target]++;
             if (i == PTL_PD_SELFMAP_INDEX || (i >= first_sys && k != 0))
                 continue; /* walk each shared system table once (through the master) */
-            const uint32_t *ptes = frame_words_ro(m, target);
+            const uint32_t *ptes = ptl__phys_words_ro(&m->phys, target);
             for (uint32_t j = 0; j < PTL_PTES_PER_PAGE; j++) {
                 if (!(ptes[j] & PTL_PTE_VALID))
                     continue;

@@ -38,9 +38,6 @@
 #include "spool.h"
 
 #include <string.h>
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
@@ -78,33 +75,6 @@ typedef struct fast_spool {
 #define NONE      UINT32_MAX
 
 static const ptl__spool_ops fast_ops;
-
-/* ---- host memory -------------------------------------------------------------------- */
-
-/* Zeroed memory for the bitmap, the levels and the summary. At 2^25 indices the bitmap is
- * 4 MB and level 0 is 2 MB, and a random operation touches a few far-apart lines of them:
- * with 4 KB host pages most such touches also miss the host's TLB, and under a hypervisor
- * that miss walks two sets of page tables. Arrays of 2 MB or more are therefore 2 MB
- * aligned and offered to transparent huge pages (a hint the kernel may decline). On this
- * project's VM a random dependent load over 8 MB took 164 ns with 4 KB pages and 130 ns
- * with huge pages (docs/performance.md). */
-#define HUGE_PAGE (2u << 20)
-static void *big_calloc(size_t n, size_t size)
-{
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-    size_t bytes = n * size;
-    if (bytes >= HUGE_PAGE) {
-        void *p = NULL;
-        size_t rounded = (bytes + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
-        if (posix_memalign(&p, HUGE_PAGE, rounded) == 0) {
-            (void)madvise(p, rounded, MADV_HUGEPAGE);
-            memset(p, 0, bytes);
-            return p;
-        }
-    }
-#endif
-    return ptl__xcalloc(n ? n : 1, size);
-}
 
 /* ---- words -------------------------------------------------------------------------- */
 
@@ -208,7 +178,7 @@ static void hb_init(hbits *h, uint32_t bits)
         uint32_t n = (bits + 63) / 64;
         PTL_ASSERT(h->levels < HB_LEVELS);
         h->n[h->levels] = n;
-        h->l[h->levels] = big_calloc(n, sizeof(uint64_t));
+        h->l[h->levels] = ptl__xcalloc_huge(n, sizeof(uint64_t));
         h->levels++;
         bits = n;
     } while (bits > 1);
@@ -514,7 +484,7 @@ ptl__spool *ptl__spool_fast_create(uint32_t total, int policy)
     sp->policy = policy;
     sp->words = (uint32_t)(((uint64_t)total + 63) / 64);
     uint32_t words = sp->words ? sp->words : 1;
-    sp->bits = big_calloc(words, sizeof *sp->bits);
+    sp->bits = ptl__xcalloc_huge(words, sizeof *sp->bits);
     for (uint32_t w = 0; w < sp->words; w++) {
         uint32_t left = total - w * 64;
         sp->bits[w] = left >= 64 ? ~0ull : (1ull << left) - 1;
@@ -528,7 +498,7 @@ ptl__spool *ptl__spool_fast_create(uint32_t total, int policy)
     for (int k = 0;; k++) {
         PTL_ASSERT(k < MAX_LEVELS);
         sp->entries[k] = (n + FAN - 1) / FAN * FAN;
-        sp->level[k] = big_calloc(sp->entries[k], sizeof(uint32_t));
+        sp->level[k] = ptl__xcalloc_huge(sp->entries[k], sizeof(uint32_t));
         sp->top = k;
         if (sp->entries[k] == FAN)
             break;

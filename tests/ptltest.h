@@ -68,6 +68,30 @@ static inline uint32_t ptltest_call(ptltest_rig *r, ptl_process *p, void (*fn)(v
     return ptl_call(r->m, p, r->drv, fn, arg, &r->stop);
 }
 
+#ifdef PTELAB_WDM_H
+/* Driver code: map `*size` bytes of \Device\PhysicalMemory at physical `pa` into the
+ * current process with `protect` (ZwOpenSection + ZwMapViewOfSection; the section handle
+ * is closed again). Returns the status of the first call that failed, else the map's. */
+static inline NTSTATUS ptltest_map_physical(uint64_t pa, SIZE_T *size, ULONG protect, PVOID *base)
+{
+    UNICODE_STRING name;
+    OBJECT_ATTRIBUTES oa;
+    HANDLE section;
+    RtlInitUnicodeString(&name, L"\\Device\\PhysicalMemory");
+    InitializeObjectAttributes(&oa, &name, OBJ_CASE_INSENSITIVE | OBJ_KERNEL_HANDLE, NULL, NULL);
+    NTSTATUS st = ZwOpenSection(&section, SECTION_ALL_ACCESS, &oa);
+    if (!NT_SUCCESS(st))
+        return st;
+    LARGE_INTEGER off;
+    off.QuadPart = (LONGLONG)pa;
+    *base = NULL;
+    st = ZwMapViewOfSection(section, NtCurrentProcess(), base, 0, 0, &off, size, ViewUnmap, 0,
+                            protect);
+    ZwClose(section);
+    return st;
+}
+#endif
+
 /* 1 when an event of `type` mentions `needle`. */
 static inline int ptltest_event_mentions(ptl_machine *m, const char *type, const char *needle)
 {

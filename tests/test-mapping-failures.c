@@ -30,26 +30,14 @@ typedef struct view_ctx {
     uint64_t physical;
     NTSTATUS st;
     PVOID base;
-    HANDLE section;
+    SIZE_T size; /* 0: one page */
 } view_ctx;
 
 static void map_view(void *arg)
 {
     view_ctx *c = arg;
-    UNICODE_STRING name;
-    OBJECT_ATTRIBUTES oa;
-    RtlInitUnicodeString(&name, L"\\Device\\PhysicalMemory");
-    InitializeObjectAttributes(&oa, &name, OBJ_CASE_INSENSITIVE | OBJ_KERNEL_HANDLE, NULL, NULL);
-    c->st = ZwOpenSection(&c->section, SECTION_ALL_ACCESS, &oa);
-    if (!NT_SUCCESS(c->st))
-        return;
-    LARGE_INTEGER off;
-    off.QuadPart = (LONGLONG)c->physical;
-    SIZE_T size = PAGE_SIZE;
-    c->base = NULL;
-    c->st = ZwMapViewOfSection(c->section, NtCurrentProcess(), &c->base, 0, size, &off, &size,
-                               ViewUnmap, 0, c->protect);
-    ZwClose(c->section);
+    SIZE_T size = c->size ? c->size : PAGE_SIZE;
+    c->st = ptltest_map_physical(c->physical, &size, c->protect, &c->base);
 }
 
 static void dpc_read(void *arg)
@@ -62,7 +50,7 @@ static void test_dpc_touches_user_view_in_wrong_context(void **state)
 {
     (void)state;
     rig r = boot_rig(PTL_NT4_SP4, 0);
-    view_ctx c = {PAGE_READWRITE | PAGE_NOCACHE, ADAPTER, 0, NULL, NULL};
+    view_ctx c = {PAGE_READWRITE | PAGE_NOCACHE, ADAPTER, 0, NULL, 0};
     assert_int_equal(call(&r, r.app, map_view, &c), 0);
     assert_int_equal(c.st, STATUS_SUCCESS);
     /* while app is the process that ran last, the DPC reads app's view: it works, and the
@@ -93,8 +81,8 @@ static void test_dpc_touches_user_view_in_wrong_context(void **state)
 static void conflicting_views(ptl_profile profile, NTSTATUS expect_second)
 {
     rig r = boot_rig(profile, 0);
-    view_ctx a = {PAGE_READWRITE | PAGE_NOCACHE, ADAPTER + 0x2000, 0, NULL, NULL};
-    view_ctx b = {PAGE_READWRITE, ADAPTER + 0x2000, 0, NULL, NULL};
+    view_ctx a = {PAGE_READWRITE | PAGE_NOCACHE, ADAPTER + 0x2000, 0, NULL, 0};
+    view_ctx b = {PAGE_READWRITE, ADAPTER + 0x2000, 0, NULL, 0};
     assert_int_equal(call(&r, r.app, map_view, &a), 0);
     assert_int_equal(a.st, STATUS_SUCCESS);
     assert_int_equal(call(&r, r.other, map_view, &b), 0);
@@ -130,7 +118,7 @@ static void test_view_of_ram_not_owned_is_a_hazard(void **state)
     (void)state;
     rig r = boot_rig(PTL_NT4_SP4, 0);
     /* the app's page directory is RAM the driver does not own */
-    view_ctx c = {PAGE_READONLY, (uint64_t)ptl_process_dirbase(r.app), 0, NULL, NULL};
+    view_ctx c = {PAGE_READONLY, (uint64_t)ptl_process_dirbase(r.app), 0, NULL, 0};
     assert_int_equal(call(&r, r.app, map_view, &c), 0);
     assert_int_equal(c.st, STATUS_SUCCESS);
     assert_true(event_mentions(r.m, "hazard", "page directory"));
@@ -586,10 +574,10 @@ static void test_unmap_keeps_the_other_attribute(void **state)
     two_attr t = {0};
     assert_int_equal(call(&r, NULL, map_two_attributes, &t), 0);
     assert_true(t.nc && t.cached);
-    view_ctx cached = {PAGE_READWRITE, ADAPTER + 0x4000, 0, NULL, NULL};
+    view_ctx cached = {PAGE_READWRITE, ADAPTER + 0x4000, 0, NULL, 0};
     assert_int_equal(call(&r, r.app, map_view, &cached), 0);
     assert_int_equal(cached.st, STATUS_SUCCESS);
-    view_ctx nc = {PAGE_READWRITE | PAGE_NOCACHE, ADAPTER + 0x4000, 0, NULL, NULL};
+    view_ctx nc = {PAGE_READWRITE | PAGE_NOCACHE, ADAPTER + 0x4000, 0, NULL, 0};
     assert_int_equal(call(&r, r.other, map_view, &nc), 0);
     assert_int_equal(nc.st, STATUS_CONFLICTING_ADDRESSES);
     assert_int_equal(ptl_check(r.m), 0);
@@ -629,7 +617,7 @@ static void test_most_recent_attribute_wins(void **state)
     recent_ctx c = {0};
     assert_int_equal(call(&r, NULL, mdl_then_io, &c), 0);
     assert_true(c.mdl && c.sys && c.io);
-    view_ctx cached = {PAGE_READWRITE, c.pa, 0, NULL, NULL};
+    view_ctx cached = {PAGE_READWRITE, c.pa, 0, NULL, 0};
     assert_int_equal(call(&r, r.app, map_view, &cached), 0);
     assert_int_equal(cached.st, STATUS_CONFLICTING_ADDRESSES);
     assert_true(event_mentions(r.m, "fail", "is mapped noncached"));
@@ -640,24 +628,6 @@ static void test_most_recent_attribute_wins(void **state)
 /* ---- sizes and addresses at the edges -----------------------------------------------------
  * A view size near 2^64 must not wrap into a small view, and the verifier's RAM check of
  * MmMapIoSpace must not wrap a physical address above 4 GB into a RAM frame number. */
-static void map_huge_view(void *arg)
-{
-    view_ctx *c = arg;
-    UNICODE_STRING name;
-    OBJECT_ATTRIBUTES oa;
-    RtlInitUnicodeString(&name, L"\\Device\\PhysicalMemory");
-    InitializeObjectAttributes(&oa, &name, OBJ_CASE_INSENSITIVE | OBJ_KERNEL_HANDLE, NULL, NULL);
-    c->st = ZwOpenSection(&c->section, SECTION_ALL_ACCESS, &oa);
-    if (!NT_SUCCESS(c->st))
-        return;
-    LARGE_INTEGER off;
-    off.QuadPart = (LONGLONG)c->physical;
-    SIZE_T size = (SIZE_T)-1 - 0x800; /* + the offset's rounding wraps past 2^64 */
-    c->base = NULL;
-    c->st = ZwMapViewOfSection(c->section, NtCurrentProcess(), &c->base, 0, 0, &off, &size,
-                               ViewUnmap, 0, c->protect);
-    ZwClose(c->section);
-}
 
 static void map_io_above_4g(void *arg)
 {
@@ -670,8 +640,9 @@ static void test_sizes_and_addresses_at_the_edges(void **state)
 {
     (void)state;
     rig r = boot_rig(PTL_WINXP, 1);
-    view_ctx c = {PAGE_READWRITE, ADAPTER + 0x1800, 0, NULL, NULL};
-    assert_int_equal(call(&r, r.app, map_huge_view, &c), 0);
+    /* + the offset's rounding wraps past 2^64 */
+    view_ctx c = {PAGE_READWRITE, ADAPTER + 0x1800, 0, NULL, (SIZE_T)-1 - 0x800};
+    assert_int_equal(call(&r, r.app, map_view, &c), 0);
     assert_int_equal(c.st, STATUS_INVALID_VIEW_SIZE);
     PVOID va = (PVOID)1;
     assert_int_equal(call(&r, NULL, map_io_above_4g, &va), 0); /* no 0xC4 0x83 */

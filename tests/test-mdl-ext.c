@@ -17,6 +17,8 @@
 
 #include "ptltest.h"
 
+#include "ptltest.h"
+
 #include "internal.h"
 
 #define TAG   0x4D526D4Bu /* 'MRmK' as MSVC spells it */
@@ -833,23 +835,11 @@ static void two_teardown(void *arg)
 static void two_view(void *arg)
 {
     (void)arg;
-    UNICODE_STRING name;
-    RtlInitUnicodeString(&name, L"\\Device\\PhysicalMemory");
-    OBJECT_ATTRIBUTES oa;
-    InitializeObjectAttributes(&oa, &name, OBJ_CASE_INSENSITIVE | OBJ_KERNEL_HANDLE, NULL, NULL);
-    HANDLE h;
-    two.view = ZwOpenSection(&h, SECTION_ALL_ACCESS, &oa);
-    if (two.view)
-        return;
     PVOID base = NULL;
     SIZE_T size = PAGE_SIZE;
-    LARGE_INTEGER off;
-    off.QuadPart = 0xE0000000ll;
-    two.view = ZwMapViewOfSection(h, NtCurrentProcess(), &base, 0, 0, &off, &size, ViewShare, 0,
-                                  PAGE_READWRITE);
+    two.view = ptltest_map_physical(0xE0000000ull, &size, PAGE_READWRITE, &base);
     if (two.view == 0)
         ZwUnmapViewOfSection(NtCurrentProcess(), base);
-    ZwClose(h);
 }
 
 static void test_mdl_mapped_into_two_processes(void **state)

@@ -121,14 +121,21 @@ static void driver(void *arg)
     c->probed = 2;
 }
 
-static void run_case(int native, int ctx, uint32_t pages, int last, int use_mdl)
+/* A default machine of `profile`, the software MMU or native when the host allows. */
+static ptl_machine *boot_mode(int native, ptl_profile profile)
 {
     ptl_config cfg;
     ptl_config_init(&cfg);
     cfg.native = native;
-    cfg.profile = PTL_WIN2000; /* MmAllocatePagesForMdl */
+    cfg.profile = profile;
     ptl_machine *m = ptl_boot(&cfg);
     assert_non_null(m);
+    return m;
+}
+
+static void run_case(int native, int ctx, uint32_t pages, int last, int use_mdl)
+{
+    ptl_machine *m = boot_mode(native, PTL_WIN2000); /* MmAllocatePagesForMdl */
     assert_int_equal(ptl_adapter_add(m, PCIBus, 0, ADAPTER, 8u << 20), 0);
     ptl_process *app = ptl_process_create(m, "app.exe");
     ptl_driver *d = ptl_driver_load(m, "tlb.sys", 8192);
@@ -206,11 +213,7 @@ static void read_self_pde(void *arg)
 
 static void selfmap_case(int native)
 {
-    ptl_config cfg;
-    ptl_config_init(&cfg);
-    cfg.native = native;
-    ptl_machine *m = ptl_boot(&cfg);
-    assert_non_null(m);
+    ptl_machine *m = boot_mode(native, PTL_NT4_SP4);
     ptl_process *a = ptl_process_create(m, "a.exe"), *b = ptl_process_create(m, "b.exe");
     ptl_driver *d = ptl_driver_load(m, "self.sys", 8192);
     assert_true(a && b && d);
@@ -261,11 +264,7 @@ static void late_read(void *arg)
 
 static void late_case_run(int native)
 {
-    ptl_config cfg;
-    ptl_config_init(&cfg);
-    cfg.native = native;
-    ptl_machine *m = ptl_boot(&cfg);
-    assert_non_null(m);
+    ptl_machine *m = boot_mode(native, PTL_NT4_SP4);
     late_case c = {0};
     ptl_stop stop;
     assert_int_equal(ptl_call(m, NULL, NULL, late_map, &c, &stop), 0);
