@@ -316,8 +316,8 @@ VOID MmUnlockPages(PMDL Mdl)
         if (e->LockCount == 0) { /* the PFN array was rewritten since the lock */
             ptl__perf_event(m, PTL_EV_MISUSE,
                             "MmUnlockPages by %s: frame %x of the MDL is not locked (its PFN "
-                            "array changed after MmProbeAndLockPages); NT would corrupt the PFN "
-                            "database, ptelab left the frame alone",
+                            "array changed after MmProbeAndLockPages); NT trusts the MDL, "
+                            "ptelab left the frame alone",
                             driver_name(m), (uint32_t)pfns[i]);
             continue;
         }
