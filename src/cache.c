@@ -20,8 +20,9 @@
  * it has one, else the most recent range covering it, else MmCached for RAM in use. While two
  * attributes are in force at once (NT 4.0 lets it happen, the caller records the hazard), the most
  * recent mapping's wins; when it goes, a range reverts to the attribute of the one still there.
- * Invariant (ptl__cache_check): live == number of slots with count > 0; every such slot and
- * every range holds a valid attribute; no run is empty or runs past 4 GB.
+ * Invariant (ptl__cache_check): live == number of slots with count > 0; ranges_with[a] ==
+ * number of ranges with attribute a; every such slot and every range holds a valid
+ * attribute; no run is empty or runs past 4 GB.
  */
 #include "internal.h"
 
@@ -99,12 +100,13 @@ static const ptl__cache_range *range_of(const ptl__cache *c, uint32_t pfn)
     return NULL;
 }
 
-int ptl__cache_current(ptl_machine *m, uint32_t pfn)
+/* The attribute of frame pfn when `r` is the most recent range covering it (or NULL). */
+static int current_under(ptl_machine *m, uint32_t pfn, const ptl__cache_range *r)
 {
     /* the most recent mapping's attribute, whether it is tracked per frame (MDL mappings,
-     * noncached memory) or as a range (MmMapIoSpace, views) */
-    ptl__cache_entry *e = lookup(&m->cache, pfn, 0);
-    const ptl__cache_range *r = range_of(&m->cache, pfn);
+     * noncached memory) or as a range (MmMapIoSpace, views); with no live per-frame
+     * record (live counts them) the table has nothing to say */
+    ptl__cache_entry *e = m->cache.live ? lookup(&m->cache, pfn, 0) : NULL;
     if (e && e->count && (!r || e->seq > r->seq))
         return e->attr;
     if (r)
@@ -114,6 +116,11 @@ int ptl__cache_current(ptl_machine *m, uint32_t pfn)
     return -1;
 }
 
+int ptl__cache_current(ptl_machine *m, uint32_t pfn)
+{
+    return current_under(m, pfn, range_of(&m->cache, pfn));
+}
+
 int ptl__cache_conflict(ptl_machine *m, uint32_t pfn, uint32_t n, int attr, uint32_t *at,
                         int *existing)
 {
@@ -121,6 +128,8 @@ int ptl__cache_conflict(ptl_machine *m, uint32_t pfn, uint32_t n, int attr, uint
      * and no range of another attribute overlaps cannot conflict. */
     const ptl__cache *c = &m->cache;
     int quick = pfn >= m->phys.ram_pages && c->live_io == 0;
+    if (quick && attr >= 0 && attr < 6 && c->ranges_with[attr] == c->nranges)
+        return 0; /* every range has this attribute (many mappings of one kind: no scan) */
     for (uint32_t i = 0; quick && i < c->nranges; i++) {
         const ptl__cache_range *r = &c->ranges[i];
         if (r->attr != attr && r->pfn < pfn + n && pfn < r->pfn + r->n)
@@ -128,29 +137,56 @@ int ptl__cache_conflict(ptl_machine *m, uint32_t pfn, uint32_t n, int attr, uint
     }
     if (quick)
         return 0;
-    for (uint32_t i = 0; i < n; i++) {
-        int cur = ptl__cache_current(m, pfn + i);
-        if (cur >= 0 && cur != attr) {
-            if (at)
-                *at = pfn + i;
-            if (existing)
-                *existing = cur;
-            m->cache.conflicts++;
-            return 1;
+    /* Frame by frame, as ptl__cache_current answers, but without searching every range
+     * for every frame (a large view of RAM against many ranges was quadratic): the ranges
+     * that overlap [pfn, pfn+n) cut it into segments over which the same ranges cover
+     * every frame, so the one in force (the last made) is found once per segment. */
+    uint64_t end = (uint64_t)pfn + n;
+    uint32_t k = 0, *over = ptl__xcalloc(c->nranges ? c->nranges : 1, sizeof *over);
+    for (uint32_t i = 0; i < c->nranges; i++)
+        if (c->ranges[i].pfn < end && pfn < (uint64_t)c->ranges[i].pfn + c->ranges[i].n)
+            over[k++] = i;
+    int found = 0;
+    for (uint64_t f = pfn; f < end && !found;) {
+        const ptl__cache_range *best = NULL;
+        uint64_t next = end; /* where the covering set next changes */
+        for (uint32_t j = 0; j < k; j++) {
+            const ptl__cache_range *r = &c->ranges[over[j]];
+            uint64_t r_end = (uint64_t)r->pfn + r->n;
+            if (r->pfn <= f && f < r_end) {
+                best = r; /* over[] ascends, so the last covering one is the most recent */
+                next = r_end < next ? r_end : next;
+            } else if (r->pfn > f && r->pfn < next) {
+                next = r->pfn;
+            }
+        }
+        for (; f < next; f++) {
+            int cur = current_under(m, (uint32_t)f, best);
+            if (cur >= 0 && cur != attr) {
+                if (at)
+                    *at = (uint32_t)f;
+                if (existing)
+                    *existing = cur;
+                m->cache.conflicts++;
+                found = 1;
+                break;
+            }
         }
     }
-    return 0;
+    free(over);
+    return found;
 }
 
 void ptl__cache_ref_run(ptl_machine *m, uint32_t pfn, uint32_t n, int attr)
 {
     ptl__cache *c = &m->cache;
-    PTL_ASSERT(n >= 1);
+    PTL_ASSERT(n >= 1 && attr >= 0 && attr < 6); /* the DDIs refuse other cache types */
     if (c->nranges == c->capranges) {
         c->capranges = c->capranges ? 2 * c->capranges : 16;
         c->ranges = ptl__xrealloc(c->ranges, c->capranges * sizeof *c->ranges);
     }
     c->ranges[c->nranges++] = (ptl__cache_range){pfn, n, ++c->clock, (int8_t)attr};
+    c->ranges_with[attr]++;
 }
 
 void ptl__cache_unref_run(ptl_machine *m, uint32_t pfn, uint32_t n, int attr)
@@ -171,6 +207,7 @@ void ptl__cache_unref_run(ptl_machine *m, uint32_t pfn, uint32_t n, int attr)
             ;
     }
     PTL_ASSERT(i < c->nranges);
+    c->ranges_with[c->ranges[i].attr]--;
     memmove(&c->ranges[i], &c->ranges[i + 1], (c->nranges - i - 1) * sizeof *c->ranges);
     c->nranges--;
 }
@@ -228,6 +265,7 @@ int ptl__cache_check(ptl_machine *m, FILE *why)
                 m->cache.live, m->cache.live_io);
         return -1;
     }
+    uint32_t with[6] = {0};
     for (uint32_t i = 0; i < m->cache.nranges; i++) {
         const ptl__cache_range *r = &m->cache.ranges[i];
         if (r->n < 1 || r->attr < 0 || r->attr > 5 || (uint64_t)r->pfn + r->n > (1ull << 20)) {
@@ -235,6 +273,13 @@ int ptl__cache_check(ptl_machine *m, FILE *why)
                     r->n, r->attr);
             return -1;
         }
+        with[r->attr]++;
     }
+    for (int a = 0; a < 6; a++)
+        if (with[a] != m->cache.ranges_with[a]) {
+            fprintf(why, "cache: %u ranges are %s, the counter says %u\n", with[a],
+                    ptl__cache_name(a), m->cache.ranges_with[a]);
+            return -1;
+        }
     return 0;
 }

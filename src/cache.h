@@ -25,6 +25,7 @@ typedef struct ptl__cache {
     uint32_t live_io;         /* of live: frames beyond RAM (device memory) */
     ptl__cache_range *ranges; /* in the order they were made: the last covering one wins */
     uint32_t nranges, capranges;
+    uint32_t ranges_with[6]; /* of nranges: how many have each attribute */
     uint64_t conflicts;
     uint32_t clock; /* stamps each attribute set, so the most recent mapping's wins */
 } ptl__cache;

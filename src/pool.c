@@ -68,15 +68,17 @@ int ptl__pools_init(ptl_machine *m)
     ptl__pools *pl = &m->pools;
     memset(pl, 0, sizeof *pl);
     const ptl__layout *l = &m->layout;
-    /* initial nonpaged pool: resident from boot; its frames were set aside at boot. They
-     * come off the high-water mark one after another, so one run of PTEs maps them all
-     * (page by page where they do not). */
+    /* initial nonpaged pool: resident from boot; its frames were set aside at boot. Its
+     * page tables come first, so that the frames come off the high-water mark one after
+     * another and one run of PTEs maps them all (page by page where they do not). */
     uint32_t pages = l->inp_bytes / PTL_PAGE_SIZE;
+    for (uint32_t va = l->inp_va; va - l->inp_va < l->inp_bytes; va = (va | 0x3FFFFFu) + 1)
+        if (ptl__pte_ensure_table(m, 0, va) != 0)
+            return ptl__fail("no RAM for the initial nonpaged pool's page tables");
     uint32_t *pfns = ptl__xcalloc(pages ? pages : 1, sizeof *pfns);
     int contiguous = 1;
     for (uint32_t i = 0; i < pages; i++) {
-        if (ptl__pte_ensure_table(m, 0, l->inp_va + i * PTL_PAGE_SIZE) != 0 ||
-            (pfns[i] = ptl__phys_alloc(&m->phys, PTL_USE_NONPAGED_POOL, 0)) == UINT32_MAX) {
+        if ((pfns[i] = ptl__phys_alloc(&m->phys, PTL_USE_NONPAGED_POOL, 0)) == UINT32_MAX) {
             free(pfns);
             return ptl__fail("no RAM for the initial nonpaged pool");
         }
