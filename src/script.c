@@ -2402,9 +2402,10 @@ static int script_run(const char *path, const char *text, size_t len,
             /* a STOP value that reached the top (the script rethrew it): an ordinary end */
         } else {
             const char *msg = luaL_tolstring(L, -1, NULL);
-            fprintf(stderr, "ptelab: %s\n", msg);
-            if (r->opts.error)
+            if (r->opts.error) /* the caller takes it */
                 *r->opts.error = strdup(msg);
+            else
+                fprintf(stderr, "ptelab: %s\n", msg);
             rc = PTL_SCRIPT_LUA_ERROR;
         }
     } else if (r->opts.result) {

@@ -33,7 +33,7 @@ typedef struct ptl_script_opts {
     /* Out: the STOP code that ended the scenario (0 none), when not NULL. */
     uint32_t *stop_code;
     /* Out: the Lua error message with its traceback (malloc'd, the caller frees), NULL
-     * when there was none; when not NULL. */
+     * when there was none; when not NULL. Without it the message goes to stderr. */
     char **error;
     /* Sandbox (the fuzzer, untrusted scripts): only the base, string, table, math and utf8
      * libraries (no io, os, package, debug, no loading files), at most max_instructions

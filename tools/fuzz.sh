@@ -20,7 +20,10 @@ for t in $targets; do
     mkdir -p "$work" "$build/artifacts"
     log="$build/$t.log"
     # shellcheck disable=SC2086 # $runs is one option or nothing
+    # -close_fd_mask=1: what the inputs print (a script's print()) stays out of the log;
+    # libFuzzer and the sanitizers report on stderr, which stays open.
     "$build/fuzz/$t" -max_total_time="$seconds" $runs -timeout=10 -rss_limit_mb=4096 \
+        -close_fd_mask=1 \
         -print_final_stats=1 -artifact_prefix="$build/artifacts/$t-" \
         "$work" "$src/fuzz/corpus/$name" >"$log" 2>&1
     rc=$?
