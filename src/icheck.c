@@ -636,7 +636,7 @@ NOCOV static int pte_check(ptl_machine *m, FILE *why)
     for (uint32_t i = 0; i < c->neval; i++) {
         uint32_t f = c->eval[i];
         const ptl__pfn *e = &m->phys.pfn[f];
-        int mism = f < m->phys.hwm && c->fr[f].tally != e->ShareCount;
+        int mism = c->fr[f].tally != e->ShareCount;
         int pdebad = c->fr[f].pderefs && e->Use == PTL_USE_FREE;
         if (mism != !!(c->fr[f].flags & F_MISM)) {
             c->fr[f].flags ^= F_MISM;
@@ -676,7 +676,7 @@ NOCOV static int pte_check(ptl_machine *m, FILE *why)
         return -1;
     }
     if (c->mism) {
-        for (uint32_t f = 0; f < m->phys.hwm; f++) {
+        for (uint32_t f = 0; f < c->nram; f++) {
             if (c->fr[f].flags & F_MISM) {
                 fprintf(why, "pte: frame 0x%x is mapped %u times but its ShareCount is %u\n", f,
                         c->fr[f].tally, m->phys.pfn[f].ShareCount);

@@ -415,8 +415,8 @@ int ptl__pte_check(ptl_machine *m, FILE *why)
             }
         }
     }
-    for (uint32_t f = 0; f < m->phys.hwm; f++) {
-        if (f < m->phys.hwm && tally[f] != m->phys.pfn[f].ShareCount)
+    for (uint32_t f = 0; f < nram; f++) { /* never-used frames too: a view may map them */
+        if (tally[f] != m->phys.pfn[f].ShareCount)
             FAIL("pte: frame 0x%x is mapped %u times but its ShareCount is %u\n", f, tally[f],
                  m->phys.pfn[f].ShareCount);
     }

@@ -26,8 +26,8 @@
 #include <cmocka.h>
 
 #include "internal.h"
-#include "ptltest.h"
 #include <ptelab/wdm.h>
+#include "ptltest.h" /* after wdm.h: its DDI helpers */
 
 #define ADAPTER 0xE0000000ull
 #define SLOTS   6
@@ -434,6 +434,52 @@ static void test_phys_write_corruption_is_caught(void **state)
     world_free(&w);
 }
 
+/* A view of RAM nobody ever used (above the high-water mark: the frame has no owner yet)
+ * still counts in the frame's ShareCount, and both checks hold it to the page tables like
+ * any other frame's. They used to compare only frames below the high-water mark, so a
+ * wrong count there went unseen. */
+typedef struct never_used_view {
+    uint64_t pa;
+    NTSTATUS st;
+    PVOID base;
+} never_used_view;
+
+static void map_never_used(void *arg)
+{
+    never_used_view *v = arg;
+    SIZE_T size = PAGE_SIZE;
+    v->st = ptltest_map_physical(v->pa, &size, PAGE_READWRITE, &v->base);
+}
+
+static void test_never_used_frame_counts_are_checked(void **state)
+{
+    (void)state;
+    ptl_machine *m = boot(PTL_NT4_SP4, 0, 0);
+    ptl_process *app = ptl_process_create(m, "app.exe");
+    ptl_driver *drv = ptl_driver_load(m, "view.sys", 8192);
+    assert_non_null(app);
+    assert_non_null(drv);
+    uint32_t f = m->phys.ram_pages - 1;
+    assert_true(f >= m->phys.hwm); /* never handed out */
+    never_used_view v = {(uint64_t)f << 12, -1, NULL};
+    ptl_stop stop;
+    assert_int_equal(ptl_call(m, app, drv, map_never_used, &v, &stop), 0);
+    assert_int_equal(v.st, STATUS_SUCCESS);
+    assert_true(f >= m->phys.hwm);
+    assert_int_equal(m->phys.pfn[f].ShareCount, 1);
+    assert_int_equal(both(m), 0);
+    /* the count made wrong, as a bug in a mapping path would leave it */
+    m->phys.pfn[f].ShareCount = 2;
+    ptl__phys_note(&m->phys, f);
+    if (both(m) == 0)
+        fail_msg("a wrong ShareCount on a never-used frame was not caught");
+    assert_non_null(strstr(ptl_error(), "ShareCount"));
+    m->phys.pfn[f].ShareCount = 1;
+    ptl__phys_note(&m->phys, f);
+    assert_int_equal(both(m), 0);
+    ptl_shutdown(m);
+}
+
 /* kd's e* commands write memory through ptl__phys_copy. kd refuses to edit page tables
  * and directories (their frames' use says so); what it may edit is caught all the same
  * when a broken PDE makes an ordinary frame a page table. */
@@ -593,6 +639,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_random_operations_agree),
         cmocka_unit_test(test_phys_write_corruption_is_caught),
+        cmocka_unit_test(test_never_used_frame_counts_are_checked),
         cmocka_unit_test(test_kd_edits),
         cmocka_unit_test(test_selfmap_writes_are_refused),
         cmocka_unit_test(test_random_corruption_agrees),
