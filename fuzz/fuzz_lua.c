@@ -18,6 +18,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     opts.sandbox = 1;
     opts.max_instructions = 200000;
     opts.max_memory = 64u << 20;
+    opts.max_machine_ram = 3ull << 30; /* under libFuzzer's 4 GB RSS limit, with room */
     char *error = NULL; /* a Lua error is a fine outcome: keep its message off the log */
     opts.error = &error;
     ptl_script_run_text("fuzz.lua", (const char *)data, size, &opts);

@@ -83,6 +83,7 @@
 typedef struct machine_ud {
     ptl_machine *m; /* NULL once freed */
     int closed;     /* m:shutdown() was called */
+    uint64_t ram;   /* its RAM, for the sandbox's budget */
 } machine_ud;
 
 typedef struct handle_ud {
@@ -492,9 +493,24 @@ static int l_boot(lua_State *L)
         cfg.profile = (ptl_profile)r->opts.profile;
     if (r->nmachines >= MAX_MACHINES)
         return luaL_error(L, "ptl.boot: more than %d machines in one scenario", MAX_MACHINES);
+    if (r->opts.sandbox && r->opts.max_machine_ram) {
+        /* a machine may come to hold as much host memory as its RAM (every page a driver
+         * writes), so an untrusted scenario's machines share one budget */
+        uint64_t up = 0;
+        for (int i = 0; i < r->nmachines; i++)
+            up += r->machines[i]->m ? r->machines[i]->ram : 0;
+        uint64_t budget = r->opts.max_machine_ram;
+        if (up > budget || cfg.ram_bytes > budget - up)
+            return luaL_error(L,
+                              "ptl.boot: the sandbox allows %I MB of emulated RAM at once; "
+                              "%I MB is up and this machine asks for %I MB",
+                              (lua_Integer)(budget >> 20), (lua_Integer)(up >> 20),
+                              (lua_Integer)(cfg.ram_bytes >> 20));
+    }
     machine_ud *u = lua_newuserdatauv(L, sizeof *u, 0);
     u->m = NULL;
     u->closed = 0;
+    u->ram = cfg.ram_bytes;
     luaL_setmetatable(L, MT_MACHINE);
     u->m = ptl_boot(&cfg);
     if (!u->m)

@@ -41,6 +41,11 @@ typedef struct ptl_script_opts {
     int sandbox;
     uint64_t max_instructions;
     size_t max_memory;
+    /* Sandbox: the RAM of the scenario's machines still held (booted and not yet freed;
+     * the one a report is about is held to the end), together at most this many bytes
+     * (0: no limit). A machine holds host memory up to its RAM, for the pages its drivers
+     * write. */
+    uint64_t max_machine_ram;
 } ptl_script_opts;
 
 void ptl_script_opts_init(ptl_script_opts *opts);

@@ -328,6 +328,64 @@ static outcome run_scenario(const char *name)
     return o;
 }
 
+/* The sandbox the fuzzer and untrusted scenarios run in: no io, os or package; a bounded
+ * number of instructions; a bounded Lua heap; and a budget for the RAM of the machines a
+ * scenario holds at once, since each may come to hold host memory as large as its RAM. */
+static outcome run_sandboxed(const char *text, uint64_t max_machine_ram)
+{
+    outcome o = {0, 0, NULL, NULL};
+    ptl_script_opts opts;
+    ptl_script_opts_init(&opts);
+    opts.sandbox = 1;
+    opts.max_instructions = 1000000;
+    opts.max_memory = 4u << 20;
+    opts.max_machine_ram = max_machine_ram;
+    opts.result = &o.result;
+    opts.error = &o.error;
+    o.rc = ptl_script_run_text("sandboxed.lua", text, strlen(text), &opts);
+    return o;
+}
+
+static void test_sandbox_bounds(void **state)
+{
+    (void)state;
+    outcome o = run_sandboxed("return io == nil and os == nil and require == nil", 0);
+    assert_int_equal(o.rc, PTL_SCRIPT_OK);
+    assert_has(o.result, "true");
+    outcome_free(&o);
+    o = run_sandboxed("while true do end", 0);
+    assert_int_equal(o.rc, PTL_SCRIPT_LUA_ERROR);
+    assert_has(o.error, "instruction limit");
+    outcome_free(&o);
+    o = run_sandboxed("local t = {} for i = 1, 1e6 do t[i] = ('x'):rep(64) .. i end", 0);
+    assert_int_equal(o.rc, PTL_SCRIPT_LUA_ERROR);
+    assert_has(o.error, "memory");
+    outcome_free(&o);
+    /* two machines of 512 MB fit a 1 GB budget; a third does not, and says why */
+    const char *three = "local a = ptl.boot{ram = 512 * 1024 * 1024}\n"
+                        "local b = ptl.boot{ram = 512 * 1024 * 1024}\n"
+                        "local c = ptl.boot{ram = 16 * 1024 * 1024}\n"
+                        "return 'all three'";
+    o = run_sandboxed(three, 1ull << 30);
+    assert_int_equal(o.rc, PTL_SCRIPT_LUA_ERROR);
+    assert_has(o.error, "sandbox allows 1024 MB of emulated RAM at once; 1024 MB is up");
+    assert_has(o.error, "sandboxed.lua:3");
+    outcome_free(&o);
+    /* a machine freed gives its RAM back (the last booted is held for the report) */
+    const char *freed = "local a = ptl.boot{ram = 512 * 1024 * 1024}\n"
+                        "local b = ptl.boot{ram = 512 * 1024 * 1024}\n"
+                        "a:shutdown()\n"
+                        "local c = ptl.boot{ram = 512 * 1024 * 1024}\n"
+                        "return 'fits'";
+    o = run_sandboxed(freed, 1ull << 30);
+    assert_int_equal(o.rc, PTL_SCRIPT_OK);
+    assert_has(o.result, "fits");
+    outcome_free(&o);
+    o = run_sandboxed(three, 0); /* no budget: no limit */
+    assert_int_equal(o.rc, PTL_SCRIPT_OK);
+    outcome_free(&o);
+}
+
 static void test_scenario_terminal_server(void **state)
 {
     (void)state;
@@ -397,6 +455,7 @@ int main(void)
         cmocka_unit_test(test_stop_in_dpc_and_nested_call),
         cmocka_unit_test(test_try_catches_exception),
         cmocka_unit_test(test_exception_rethrown_past_try),
+        cmocka_unit_test(test_sandbox_bounds),
         cmocka_unit_test(test_scenario_terminal_server),
         cmocka_unit_test(test_scenario_framebuffer),
         cmocka_unit_test(test_scenario_3gb),
