@@ -421,6 +421,11 @@ static int l_boot(lua_State *L)
         return luaL_error(L, "ptl.boot: %s", ptl_error());
     if (field(L, "reg")) {
         const char *reg = luaL_checkstring(L, -1);
+        if (r->opts.sandbox) /* a host file: the sandbox reads none */
+            return luaL_error(L,
+                              "ptl.boot: reg = '%s' reads a host file, which the sandbox "
+                              "does not allow (give it to ptelab run --reg instead)",
+                              reg);
         if (ptl_registry_import(&cfg, reg) != 0)
             return luaL_error(L, "ptl.boot: %s", ptl_error());
         lua_pop(L, 1);

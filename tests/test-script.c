@@ -328,9 +328,10 @@ static outcome run_scenario(const char *name)
     return o;
 }
 
-/* The sandbox the fuzzer and untrusted scenarios run in: no io, os or package; a bounded
- * number of instructions; a bounded Lua heap; and a budget for the RAM of the machines a
- * scenario holds at once, since each may come to hold host memory as large as its RAM. */
+/* The sandbox the fuzzer and untrusted scenarios (ptelab run --sandbox) run in: no io, os
+ * or package, no host file named from the script; a bounded number of instructions; a
+ * bounded Lua heap; and a budget for the RAM of the machines a scenario holds at once,
+ * since each may come to hold host memory as large as its RAM. */
 static outcome run_sandboxed(const char *text, uint64_t max_machine_ram)
 {
     outcome o = {0, 0, NULL, NULL};
@@ -383,6 +384,11 @@ static void test_sandbox_bounds(void **state)
     outcome_free(&o);
     o = run_sandboxed(three, 0); /* no budget: no limit */
     assert_int_equal(o.rc, PTL_SCRIPT_OK);
+    outcome_free(&o);
+    /* a .reg file named from the script is a host file: refused, unread */
+    o = run_sandboxed("return ptl.boot{reg = '/etc/hostname'}", 0);
+    assert_int_equal(o.rc, PTL_SCRIPT_LUA_ERROR);
+    assert_has(o.error, "reads a host file, which the sandbox does not allow");
     outcome_free(&o);
 }
 

@@ -16,10 +16,14 @@
 
 static const char run_usage[] =
     "usage: ptelab run SCRIPT.lua [--report OUT.html] [--csv PERF.csv] [--reg FILE.reg]\n"
-    "                  [--profile nt4sp3|nt4sp4|win2000|winxp] [--seed N] [-v]\n"
+    "                  [--profile nt4sp3|nt4sp4|win2000|winxp] [--seed N] [--sandbox] [-v]\n"
     "\n"
     "Runs a Lua scenario (scenarios/*.lua). Exit status: 0 done, 1 Lua error, 2 the\n"
-    "scenario ended in a STOP (the report and CSV are still written), 64 usage, 65 data.\n";
+    "scenario ended in a STOP (the report and CSV are still written), 64 usage, 65 data.\n"
+    "\n"
+    "--sandbox runs a scenario you do not trust: no io, os, package, load or require and\n"
+    "no host files named from the script; at most 10^9 Lua instructions, 256 MB of Lua\n"
+    "heap, and 4 GB of emulated RAM in the machines it holds at once.\n";
 
 static int run_usage_error(const char *fmt, const char *arg)
 {
@@ -42,6 +46,13 @@ int ptl_cli_run(int argc, char **argv)
         }
         if (strcmp(a, "-v") == 0 || strcmp(a, "--verbose") == 0) {
             opts.verbose = 1;
+            continue;
+        }
+        if (strcmp(a, "--sandbox") == 0) {
+            opts.sandbox = 1;
+            opts.max_instructions = 1000000000u;
+            opts.max_memory = 256u << 20;
+            opts.max_machine_ram = 4ull << 30;
             continue;
         }
         if (strcmp(a, "--report") == 0 || strcmp(a, "--csv") == 0 || strcmp(a, "--reg") == 0 ||
