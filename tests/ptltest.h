@@ -6,6 +6,7 @@
 
 #include <ptelab/ptelab.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -32,6 +33,17 @@ static inline uint64_t ptltest_rnd64(void)
 static inline uint32_t ptltest_rnd(void)
 {
     return (uint32_t)(ptltest_rnd64() >> 11);
+}
+
+/* The seed for a randomised test: printed under `what`, so that PTELAB_SEED=N replays it,
+ * and the generator seeded from it. */
+static inline uint64_t ptltest_seed_rng(const char *what)
+{
+    uint64_t seed = ptltest_seed();
+    printf("%s: seed %llu (PTELAB_SEED=%llu replays)\n", what, (unsigned long long)seed,
+           (unsigned long long)seed);
+    ptltest_rng_state = seed | 1;
+    return seed;
 }
 
 typedef struct ptltest_rig {

@@ -116,10 +116,7 @@ static uint32_t somewhere(ptl_machine *m, uint32_t spread)
 static void test_conflict_matches_the_model(void **state)
 {
     (void)state;
-    uint64_t seed = ptltest_seed();
-    printf("seed %llu (PTELAB_SEED=%llu replays it)\n", (unsigned long long)seed,
-           (unsigned long long)seed);
-    ptltest_rng_state = seed | 1;
+    ptltest_seed_rng("cache model");
     ptl_config cfg;
     ptl_config_init(&cfg);
     cfg.ram_bytes = 16u << 20;

@@ -60,10 +60,7 @@ static void one_round(uint64_t r)
 static void test_matches_snprintf(void **state)
 {
     (void)state;
-    uint64_t seed = ptltest_seed();
-    printf("format: seed %llu (PTELAB_SEED=%llu replays)\n", (unsigned long long)seed,
-           (unsigned long long)seed);
-    ptltest_rng_state = seed | 1;
+    ptltest_seed_rng("format");
     static const uint64_t edges[] = {
         0,           1,           UINT64_MAX,           (uint64_t)INT_MIN, (uint64_t)INT_MAX,
         0x80000000u, 0xFFFFFFFFu, 0x7FFFFFFFFFFFFFFFull};

@@ -329,10 +329,7 @@ static void test_user_pte(void **state)
 static void test_write_run_twin(void **state)
 {
     (void)state;
-    uint64_t seed = ptltest_seed();
-    ptltest_rng_state = seed | 1;
-    printf("pte run twin: seed %llu (PTELAB_SEED=%llu replays)\n", (unsigned long long)seed,
-           (unsigned long long)seed);
+    ptltest_seed_rng("pte run twin");
     ptl_config cfg;
     ptl_config_init(&cfg);
     ptl_machine *fast = ptl_boot(&cfg); /* native when the host allows */
