@@ -438,8 +438,16 @@ void ptl_report_snapshot(ptl_machine *m, const char *label)
     if (!ptl__machine_ok(m))
         return;
     ptl__perf *pf = &m->perf;
-    pf->snaps = ptl__xrealloc(pf->snaps, (pf->nsnaps + 1) * sizeof *pf->snaps);
-    ptl__snapshot *s = &pf->snaps[pf->nsnaps++];
+    ptl__snapshot *s;
+    if (pf->nsnaps == PTL_SNAPSHOTS_MAX) { /* bounded: the newest replaces the last */
+        s = &pf->snaps[pf->nsnaps - 1];
+        free(s->uses);
+        free(s->owners);
+        pf->snaps_replaced++;
+    } else {
+        pf->snaps = ptl__xrealloc(pf->snaps, (pf->nsnaps + 1) * sizeof *pf->snaps);
+        s = &pf->snaps[pf->nsnaps++];
+    }
     memset(s, 0, sizeof *s);
     snprintf(s->label, sizeof s->label, "%s", label ? label : "");
     s->tick = pf->tick;

@@ -43,9 +43,14 @@ typedef struct ptl__snapshot {
     uint32_t *owners; /* driver index + 1 */
 } ptl__snapshot;
 
+/* Fragmentation maps kept per machine: each costs 5 bytes per system PTE, and a scenario
+ * may take one in a loop. Past the limit the newest replaces the last kept. */
+#define PTL_SNAPSHOTS_MAX 256
+
 typedef struct ptl__perf {
     ptl__snapshot *snaps;
     size_t nsnaps;
+    uint64_t snaps_replaced; /* taken past PTL_SNAPSHOTS_MAX */
     ptl__sample *samples;
     size_t nsamples, samples_cap;
     ptl__event *ev;

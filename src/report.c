@@ -625,6 +625,11 @@ static void write_fragmaps(FILE *f, ptl_machine *m)
     fputs("</ul>\n", f);
     if (m->perf.nsnaps == 0)
         fputs("<p>No snapshots were taken (ptl_report_snapshot).</p>\n", f);
+    if (m->perf.snaps_replaced)
+        fprintf(f,
+                "<p>%llu more snapshots were taken than the %d kept: each one after the "
+                "limit replaced the last map below.</p>\n",
+                (unsigned long long)m->perf.snaps_replaced, PTL_SNAPSHOTS_MAX);
     for (size_t i = 0; i < m->perf.nsnaps; i++)
         write_fragmap(f, m, i);
     fputs("</section>\n", f);

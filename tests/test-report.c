@@ -289,6 +289,33 @@ static void test_event_log_is_the_last_200(void **state)
     ptl_shutdown(m);
 }
 
+/* Each snapshot costs five bytes a system PTE and a scenario may take them in a loop: a
+ * machine keeps at most PTL_SNAPSHOTS_MAX, the newest replacing the last, and the report
+ * says how many were replaced. */
+static void test_snapshots_are_bounded(void **state)
+{
+    (void)state;
+    ptl_config cfg;
+    ptl_config_init(&cfg);
+    ptl_machine *m = ptl_boot(&cfg);
+    assert_non_null(m);
+    char label[32];
+    for (int i = 0; i < PTL_SNAPSHOTS_MAX + 44; i++) {
+        snprintf(label, sizeof label, "snap %d", i);
+        ptl_report_snapshot(m, label);
+    }
+    assert_int_equal(m->perf.nsnaps, PTL_SNAPSHOTS_MAX);
+    assert_int_equal(m->perf.snaps_replaced, 44);
+    assert_string_equal(m->perf.snaps[PTL_SNAPSHOTS_MAX - 2].label, "snap 254");
+    assert_string_equal(m->perf.snaps[PTL_SNAPSHOTS_MAX - 1].label, "snap 299");
+    char *html = write_and_read(m, "snapshots", NULL);
+    assert_non_null(strstr(html, "44 more snapshots were taken than the 256 kept"));
+    assert_non_null(strstr(html, "snap 299"));
+    assert_null(strstr(html, "snap 298"));
+    free(html);
+    ptl_shutdown(m);
+}
+
 static void test_failures(void **state)
 {
     (void)state;
@@ -315,6 +342,7 @@ int main(void)
         cmocka_unit_test(test_userva_segments_are_placed),
         cmocka_unit_test(test_stop_shown_when_there_is_one),
         cmocka_unit_test(test_event_log_is_the_last_200),
+        cmocka_unit_test(test_snapshots_are_bounded),
         cmocka_unit_test(test_failures),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -265,8 +265,9 @@ int ptl_driver_loaded(const ptl_driver *d);
 uint32_t ptl_driver_ptes(const ptl_driver *d);
 
 /* The report (report.c): fragmentation maps are taken at chosen moments with
- * ptl_report_snapshot; ptl_report_write writes one self-contained HTML file with the Free
- * System PTEs timeline, the maps, the layout to scale, mappings by driver and the STOP. */
+ * ptl_report_snapshot (at most 256 are kept per machine; past that, each replaces the
+ * last); ptl_report_write writes one self-contained HTML file with the Free System PTEs
+ * timeline, the maps, the layout to scale, mappings by driver and the STOP. */
 void ptl_report_snapshot(ptl_machine *m, const char *label);
 int ptl_report_write(ptl_machine *m, const char *path, const char *title); /* 0 or -1 */
 
