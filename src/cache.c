@@ -121,6 +121,27 @@ int ptl__cache_current(ptl_machine *m, uint32_t pfn)
     return current_under(m, pfn, range_of(&m->cache, pfn));
 }
 
+/* Frames [f, next), over which `best` is the last range covering each (or none): the first
+ * whose attribute is set and is not attr, through *at and *existing. */
+static int conflict_in(ptl_machine *m, uint64_t f, uint64_t next, const ptl__cache_range *best,
+                       int attr, uint32_t *at, int *existing)
+{
+    for (; f < next; f++) {
+        int cur = current_under(m, (uint32_t)f, best);
+        if (cur >= 0 && cur != attr) {
+            if (at)
+                *at = (uint32_t)f;
+            if (existing)
+                *existing = cur;
+            m->cache.conflicts++;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+#define SMALL_SPAN 16 /* frames: below this, a search per frame beats cutting segments */
+
 int ptl__cache_conflict(ptl_machine *m, uint32_t pfn, uint32_t n, int attr, uint32_t *at,
                         int *existing)
 {
@@ -137,10 +158,20 @@ int ptl__cache_conflict(ptl_machine *m, uint32_t pfn, uint32_t n, int attr, uint
     }
     if (quick)
         return 0;
-    /* Frame by frame, as ptl__cache_current answers, but without searching every range
-     * for every frame (a large view of RAM against many ranges was quadratic): the ranges
-     * that overlap [pfn, pfn+n) cut it into segments over which the same ranges cover
-     * every frame, so the one in force (the last made) is found once per segment. */
+    /* A few frames: ask about each, as ptl__cache_current does; its search from the newest
+     * range stops at once when a recent mapping covers the frame (a driver mapping the
+     * same page again and again). */
+    if (n <= SMALL_SPAN) {
+        for (uint32_t i = 0; i < n; i++)
+            if (conflict_in(m, pfn + i, (uint64_t)pfn + i + 1, range_of(c, pfn + i), attr, at,
+                            existing))
+                return 1;
+        return 0;
+    }
+    /* Many frames: without searching every range for every frame (a large view of RAM
+     * against many ranges was quadratic), the ranges that overlap [pfn, pfn+n) cut it
+     * into segments over which the same ranges cover every frame, so the one in force
+     * (the last made) is found once per segment. */
     uint64_t end = (uint64_t)pfn + n;
     uint32_t k = 0, *over = ptl__xcalloc(c->nranges ? c->nranges : 1, sizeof *over);
     for (uint32_t i = 0; i < c->nranges; i++)
@@ -160,18 +191,8 @@ int ptl__cache_conflict(ptl_machine *m, uint32_t pfn, uint32_t n, int attr, uint
                 next = r->pfn;
             }
         }
-        for (; f < next; f++) {
-            int cur = current_under(m, (uint32_t)f, best);
-            if (cur >= 0 && cur != attr) {
-                if (at)
-                    *at = (uint32_t)f;
-                if (existing)
-                    *existing = cur;
-                m->cache.conflicts++;
-                found = 1;
-                break;
-            }
-        }
+        found = conflict_in(m, f, next, best, attr, at, existing);
+        f = next;
     }
     free(over);
     return found;
