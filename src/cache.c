@@ -140,7 +140,7 @@ static int conflict_in(ptl_machine *m, uint64_t f, uint64_t next, const ptl__cac
     return 0;
 }
 
-#define SMALL_SPAN 16 /* frames: below this, a search per frame beats cutting segments */
+#define SMALL_SPAN 16 /* frames: up to this many, a search per frame beats cutting segments */
 
 int ptl__cache_conflict(ptl_machine *m, uint32_t pfn, uint32_t n, int attr, uint32_t *at,
                         int *existing)
