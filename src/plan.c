@@ -38,6 +38,11 @@
 #define PAGE             4096.0
 #define STACK_PTES       4u
 #define PLAN_MAX_STREAMS 4096
+/* Bounds that keep a trial finite: simulated time must move on at every event, and a
+ * double near a year still resolves nanoseconds, far below the gap between arrivals
+ * at the highest rate. */
+#define PLAN_MAX_SECONDS (366.0 * 86400.0)
+#define PLAN_MAX_RATE    1e7 /* requests per second, per stream */
 #define DEFAULT_STEPS    12
 #define SYSTEM_PAGES_MAX 0xFFFFFFFFu
 
@@ -164,6 +169,8 @@ int ptl_plan_parse_time(const char *s, double *seconds)
         mult = 3600;
     else
         return -1;
+    if (!isfinite(v * mult) || v * mult > PLAN_MAX_SECONDS)
+        return -1; /* inf, overflow, or more than a year */
     *seconds = v * mult;
     return 0;
 }
@@ -342,9 +349,14 @@ static int opt_bool(loader *ld, int t, const char *key, int *out)
 {
     lua_getfield(ld->L, t, key);
     int rc = 0;
-    if (!lua_isnil(ld->L, -1)) {
+    if (lua_type(ld->L, -1) == LUA_TBOOLEAN) {
         *out = lua_toboolean(ld->L, -1);
         rc = 1;
+    } else if (!lua_isnil(ld->L, -1)) { /* "false" and 0 would be true in Lua */
+        seterr(ld->err, ld->errlen, "%s: %s: '%s' is not true or false", ld->where, key,
+               luaL_tolstring(ld->L, -1, NULL));
+        lua_pop(ld->L, 1);
+        rc = -1;
     }
     lua_pop(ld->L, 1);
     return rc;
@@ -410,7 +422,9 @@ static ptl_plan_stream *add_stream(loader *ld, int t, const char *name, const ch
         return NULL;
     }
     ptl_plan_stream *s = ptl_plan_workload_add(ld->w, name, api);
-    if (!s)
+    if (!s && ld->w->nstreams >= PLAN_MAX_STREAMS)
+        seterr(ld->err, ld->errlen, "%s: more than %d streams", ld->where, PLAN_MAX_STREAMS);
+    else if (!s)
         seterr(ld->err, ld->errlen,
                "%s: unknown api '%s' (MmMapIoSpace, MmMapLockedPages, MmGetSystemAddressForMdl, "
                "MmMapLockedPagesSpecifyCache, MmGetSystemAddressForMdlSafe, "
@@ -588,6 +602,10 @@ static int load_top(loader *ld)
     opt_string(ld, 1, "name", w->name, sizeof w->name);
     if ((rc = opt_number(ld, 1, "ram", Q_SIZE, &v)) < 0)
         return -1;
+    if (rc && !(v >= 1 && v <= 4294967296.0)) {
+        seterr(ld->err, ld->errlen, "workload: ram %g is not a size up to 4 GB", v);
+        return -1;
+    }
     if (rc)
         w->ram_bytes = (uint64_t)v;
     if ((rc = opt_number(ld, 1, "duration", Q_TIME, &v)) < 0)
@@ -596,6 +614,10 @@ static int load_top(loader *ld)
         w->duration = v;
     if ((rc = opt_number(ld, 1, "userva", Q_COUNT, &v)) < 0)
         return -1;
+    if (rc && (v > 4096 || v != (double)(uint32_t)v)) {
+        seterr(ld->err, ld->errlen, "workload: userva %g is not a whole number of MB", v);
+        return -1;
+    }
     if (rc)
         w->userva_mb = (uint32_t)v;
     if (opt_bool(ld, 1, "boot_3gb", &w->boot_3gb) < 0)
@@ -717,10 +739,41 @@ static int cmp_points(const void *a, const void *b)
     return kx < ky ? -1 : kx > ky;
 }
 
+/* What keeps every trial finite and every number meaningful, whichever way the workload
+ * was given (a file or options): 0, or -1 with the reason in err. */
+static int workload_check(const ptl_plan_workload *w, char *err, size_t errlen)
+{
+    if (!(w->duration > 0 && w->duration <= PLAN_MAX_SECONDS)) {
+        seterr(err, errlen, "duration %g s is not a time above 0 and up to a year", w->duration);
+        return -1;
+    }
+    if (w->ram_bytes > (4ull << 30)) {
+        seterr(err, errlen, "RAM of %llu bytes is more than the 4 GB x86 addresses",
+               (unsigned long long)w->ram_bytes);
+        return -1;
+    }
+    for (int i = 0; i < w->nstreams; i++) {
+        const ptl_plan_stream *st = &w->streams[i];
+        if (!(st->rate >= 0 && st->rate <= PLAN_MAX_RATE)) {
+            seterr(err, errlen, "%s: rate %g is not a number of requests per second up to %g",
+                   st->name, st->rate, PLAN_MAX_RATE);
+            return -1;
+        }
+        if (!(st->start >= 0 && st->start <= PLAN_MAX_SECONDS) ||
+            !(st->until >= 0 && st->until <= PLAN_MAX_SECONDS)) {
+            seterr(err, errlen, "%s: start and until must be times up to a year", st->name);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 int ptl_plan_setup(ptl_plan *p, const ptl_plan_workload *w, const ptl_plan_opts *o, char *err,
                    size_t errlen)
 {
     memset(p, 0, sizeof *p);
+    if (workload_check(w, err, errlen) != 0)
+        return -1;
     snprintf(p->name, sizeof p->name, "%s", w->name);
     p->hash = ptl_plan_workload_hash(w);
     p->ram_bytes = w->ram_bytes;
@@ -1547,7 +1600,7 @@ int ptl_plan_run(ptl_plan *p, const ptl_plan_workload *w, int jobs, int shard_i,
         pt->trials = pt->fail_nofree = pt->fail_frag = pt->stop = pt->fail_any = 0;
         pt->peak_max = pt->peak_sum = pt->requests = pt->failed_requests = pt->ops = 0;
     }
-    for (int j = 0; j < jobs; j++) {
+    for (int j = 0; j < jobs && wk[j].acc; j++) { /* a failed thread leaves the rest unmade */
         for (int i = 0; i < p->npoints; i++) {
             ptl_plan_point *pt = &p->points[i];
             const ptl_plan_point *a = &wk[j].acc[i];

@@ -389,6 +389,76 @@ static void test_workload_file(void **state)
     assert_int_equal(ptl_plan_cost(PTL_PLAN_MDL, 4097), 2);
 }
 
+/* Bad workloads are refused with the reason, whichever way they come: a trial that could
+ * not end (an infinite or huge rate or duration), a number that would not fit (RAM beyond
+ * 4 GB), a boolean given as "false" or 0 (true in Lua), more streams than the limit. */
+static int load_text(const char *text, char *err, size_t errlen)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/test-plan-bad-%d.lua", (int)getpid());
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+    ptl_plan_workload w;
+    ptl_plan_workload_init(&w);
+    int rc = ptl_plan_workload_load(&w, path, err, errlen);
+    if (rc == 0) { /* loaded: the run's setup is the second gate */
+        ptl_plan_opts o;
+        memset(&o, 0, sizeof o);
+        o.trials = 1;
+        ptl_plan p;
+        rc = ptl_plan_setup(&p, &w, &o, err, errlen);
+        if (rc == 0)
+            ptl_plan_free(&p);
+    }
+    ptl_plan_workload_free(&w);
+    unlink(path);
+    return rc;
+}
+
+static void expect_refused(const char *text, const char *reason)
+{
+    char err[512] = "";
+    if (load_text(text, err, sizeof err) == 0)
+        fail_msg("accepted: %s", text);
+    if (!strstr(err, reason))
+        fail_msg("refused, but '%s' does not say '%s'", err, reason);
+}
+
+static void test_bad_workloads_are_refused(void **state)
+{
+    (void)state;
+    expect_refused("return { io = { { size = '4K', rate = 1e300, lifetime = 0.001 } } }",
+                   "rate 1e+300");
+    expect_refused("return { io = { { size = '4K', rate = 1/0, lifetime = 0.001 } } }", "rate");
+    expect_refused("return { duration = 'inf', io = { { rate = 1 } } }", "duration");
+    expect_refused("return { duration = '1e400', io = { { rate = 1 } } }", "duration");
+    expect_refused("return { duration = 0, io = { { rate = 1 } } }", "duration 0");
+    expect_refused("return { ram = 1e30, io = { { rate = 1 } } }", "up to 4 GB");
+    expect_refused("return { userva = 4294967297, io = { { rate = 1 } } }", "userva");
+    expect_refused("return { boot_3gb = 'false', io = { { rate = 1 } } }",
+                   "boot_3gb: 'false' is not true or false");
+    expect_refused("return { io = { { rate = 1, must_succeed = 0 } } }", "must_succeed");
+    expect_refused("return { drivers = { { count = 1e6, image = '4K', maps = { { size = '4K', "
+                   "rate = 100 } } } } }",
+                   "rate 1e+08");
+    /* the limit on streams: refused by name, not mistaken for an unknown api */
+    expect_refused("local io = {} for i = 1, 4097 do io[i] = { rate = 1 } end return { io = io }",
+                   "more than 4096 streams");
+    /* and what is fine stays fine */
+    char err[512] = "";
+    if (load_text("return { boot_3gb = false, duration = '1h', io = { { rate = 1e6, "
+                  "[\"until\"] = 5, lifetime = 0.001 } } }",
+                  err, sizeof err) != 0)
+        fail_msg("refused: %s", err);
+    double v;
+    assert_int_equal(ptl_plan_parse_time("inf", &v), -1);
+    assert_int_equal(ptl_plan_parse_time("400d", &v), -1);
+    assert_int_equal(ptl_plan_parse_time("8760h", &v), 0);
+    assert_int_equal(ptl_plan_parse_time("9000h", &v), -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -399,6 +469,7 @@ int main(void)
         cmocka_unit_test(test_jobs),
         cmocka_unit_test(test_shards_merge),
         cmocka_unit_test(test_workload_file),
+        cmocka_unit_test(test_bad_workloads_are_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -63,11 +63,14 @@ static int plan_usage_error(const char *fmt, const char *arg)
     return EX_USAGE_;
 }
 
+/* Decimal, or hexadecimal after 0x (SystemPages values are often written so); a leading
+ * zero is not octal. */
 static int parse_u64(const char *s, uint64_t *out)
 {
     char *end;
     errno = 0;
-    unsigned long long v = strtoull(s, &end, 0);
+    int hex = s[0] == '0' && (s[1] == 'x' || s[1] == 'X');
+    unsigned long long v = strtoull(s, &end, hex ? 16 : 10);
     if (errno || end == s || *end || s[0] == '-')
         return -1;
     *out = v;
@@ -121,6 +124,8 @@ static int add_option_stream(ptl_plan_workload *w, const char *opt, const char *
         if (ptl_plan_parse_size(buf, &aperture) || aperture <= 0)
             return -1;
         ptl_plan_stream *s = ptl_plan_workload_add(w, "adapter", "MmMapIoSpace");
+        if (!s)
+            return -1;
         s->aperture = 1;
         s->initial = (uint32_t)count;
         s->size.a = aperture;
@@ -133,6 +138,8 @@ static int add_option_stream(ptl_plan_workload *w, const char *opt, const char *
         if (split_count(buf, &count) || ptl_plan_parse_size(buf, &image) || image <= 0)
             return -1;
         ptl_plan_stream *s = ptl_plan_workload_add(w, "driver", "image");
+        if (!s)
+            return -1;
         s->initial = (uint32_t)count;
         s->size.a = image;
         return 0;
@@ -148,12 +155,14 @@ static int add_option_stream(ptl_plan_workload *w, const char *opt, const char *
         if (parse_u64(f[0], &n) || n > 10000000 || (f[1] && !f[2]))
             return -1;
         ptl_plan_stream *s = ptl_plan_workload_add(w, "threads", "stack");
+        if (!s)
+            return -1;
         s->initial = (uint32_t)n;
         if (f[1]) {
             double life;
             char *end;
             s->rate = strtod(f[1], &end);
-            if (*end || !(s->rate >= 0) || ptl_plan_parse_time(f[2], &life))
+            if (*end || !(s->rate >= 0 && s->rate <= 1e7) || ptl_plan_parse_time(f[2], &life))
                 return -1;
             s->lifetime.kind = PTL_DIST_EXP;
             s->lifetime.a = life;
@@ -175,7 +184,7 @@ static int add_option_stream(ptl_plan_workload *w, const char *opt, const char *
     char *end;
     s->rate = strtod(f[1], &end);
     double life;
-    if (*end || !(s->rate > 0) || parse_size_dist(f[2], &s->size) ||
+    if (*end || !(s->rate > 0 && s->rate <= 1e7) || parse_size_dist(f[2], &s->size) ||
         ptl_plan_parse_time(f[3], &life))
         return -1;
     s->lifetime.kind = PTL_DIST_EXP;
@@ -510,7 +519,10 @@ static int emit(const ptl_plan *p, int jsonl, const char *report)
         ptl_plan_write_jsonl(p, stdout);
     else
         print_table(p, stdout);
-    fflush(stdout);
+    if (fflush(stdout) != 0 || ferror(stdout)) { /* a shard redirected to a full disk */
+        fprintf(stderr, "ptelab plan: cannot write the result: %s\n", strerror(errno));
+        return EX_SOFTWARE_;
+    }
     if (report) {
         if (write_html(p, report) != 0) {
             fprintf(stderr, "ptelab plan: cannot write %s: %s\n", report, strerror(errno));
@@ -640,8 +652,8 @@ int ptl_cli_plan(int argc, char **argv)
             uint64_t u;
             if (strcmp(a, "--ram") == 0) {
                 double b;
-                if (ptl_plan_parse_size(val, &b) || b <= 0)
-                    FAIL("--ram '%s' is not a size like 512M or 1G", val);
+                if (ptl_plan_parse_size(val, &b) || !(b > 0 && b <= 4294967296.0))
+                    FAIL("--ram '%s' is not a size like 512M or 1G, up to 4G", val);
                 ram = (uint64_t)b;
             } else if (strcmp(a, "--profile") == 0) {
                 if ((profile = ptl_plan_parse_profile(val)) < 0)
@@ -659,12 +671,16 @@ int ptl_cli_plan(int argc, char **argv)
                 if (add_option_stream(&extra, a, val))
                     FAIL("cannot read '%s' (see ptelab plan --help)", val);
             } else if (strcmp(a, "--values") == 0) {
-                char buf[2048];
-                snprintf(buf, sizeof buf, "%s", val);
+                char *buf = strdup(val); /* all of it: a cut list would change a value */
+                if (!buf)
+                    FAIL("%s", "--values: out of memory");
                 nvalues = 0;
-                for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
-                    if (nvalues >= 256)
-                        FAIL("%s", "--values takes at most 256 values");
+                int bad = 0;
+                for (char *tok = strtok(buf, ","); tok && !bad; tok = strtok(NULL, ",")) {
+                    if (nvalues >= 256) {
+                        bad = 1;
+                        break;
+                    }
                     if (strcmp(tok, "computed") == 0)
                         values[nvalues++] = 0;
                     else if (strcmp(tok, "max") == 0)
@@ -672,8 +688,13 @@ int ptl_cli_plan(int argc, char **argv)
                     else if (parse_u64(tok, &u) == 0 && u < 0xFFFFFFFFu)
                         values[nvalues++] = (uint32_t)u;
                     else
-                        FAIL("--values: '%s' is not a number, computed or max", tok);
+                        bad = 2;
                 }
+                free(buf);
+                if (bad == 1)
+                    FAIL("%s", "--values takes at most 256 values");
+                if (bad == 2)
+                    FAIL("--values '%s': each is a number, computed or max", val);
                 if (nvalues == 0)
                     FAIL("%s", "--values is empty");
             } else if (strcmp(a, "--steps") == 0) {
@@ -697,10 +718,20 @@ int ptl_cli_plan(int argc, char **argv)
                     FAIL("--jobs '%s' is not 1..1024", val);
                 jobs = (int)u;
             } else if (strcmp(a, "--shard") == 0) {
-                char tail;
-                if (sscanf(val, "%d/%d%c", &shard_i, &shard_n, &tail) != 2 || shard_n < 1 ||
-                    shard_i < 0 || shard_i >= shard_n)
-                    FAIL("--shard '%s' is not I/N with 0 <= I < N", val);
+                char part[32];
+                const char *slash = strchr(val, '/');
+                uint64_t si, sn;
+                int ok = slash && (size_t)(slash - val) < sizeof part;
+                if (ok) {
+                    memcpy(part, val, (size_t)(slash - val));
+                    part[slash - val] = 0;
+                    ok = parse_u64(part, &si) == 0 && parse_u64(slash + 1, &sn) == 0 && sn >= 1 &&
+                         sn <= 1000000 && si < sn;
+                }
+                if (!ok)
+                    FAIL("--shard '%s' is not I/N with 0 <= I < N <= 1000000", val);
+                shard_i = (int)si;
+                shard_n = (int)sn;
             } else if (strcmp(a, "--format") == 0) {
                 if (parse_format(val, &jsonl))
                     FAIL("--format '%s' is not table or jsonl", val);
@@ -734,6 +765,13 @@ int ptl_cli_plan(int argc, char **argv)
     for (int i = 0; i < extra.nstreams; i++) {
         ptl_plan_stream *s =
             ptl_plan_workload_add(&w, extra.streams[i].name, extra.streams[i].api_name);
+        if (!s) {
+            fprintf(stderr, "ptelab plan: the file's streams and the options' are more than "
+                            "ptelab plan takes\n");
+            ptl_plan_workload_free(&w);
+            rc = EX_DATA_;
+            goto out;
+        }
         *s = extra.streams[i];
     }
     if (name)
