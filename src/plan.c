@@ -434,6 +434,33 @@ static ptl_plan_stream *add_stream(loader *ld, int t, const char *name, const ch
 }
 
 /* Iterate the list in field `key` (a single table counts as a list of one). */
+#define STREAM_KEYS                                                                                \
+    "api", "name", "size", "lifetime", "initial_lifetime", "initial", "max_live", "rate", "start", \
+        "until", "periodic", "must_succeed"
+
+/* Every string key of the table at t is one of `known` (NULL-terminated): a misspelt field
+ * would otherwise be ignored and the plan made for another workload. */
+static int check_keys(loader *ld, int t, const char *const *known)
+{
+    lua_State *L = ld->L;
+    lua_pushnil(L);
+    while (lua_next(L, t) != 0) {
+        lua_pop(L, 1); /* the value */
+        if (lua_type(L, -1) != LUA_TSTRING)
+            continue; /* a list's indices */
+        const char *k = lua_tostring(L, -1);
+        int ok = 0;
+        for (int i = 0; known[i] && !ok; i++)
+            ok = strcmp(k, known[i]) == 0;
+        if (!ok) {
+            seterr(ld->err, ld->errlen, "%s: unknown field '%s'", ld->where, k);
+            lua_pop(L, 1);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 static int each_entry(loader *ld, const char *key, int (*fn)(loader *, int, int))
 {
     lua_State *L = ld->L;
@@ -473,6 +500,9 @@ static int each_entry(loader *ld, const char *key, int (*fn)(loader *, int, int)
 
 static int load_adapter(loader *ld, int t, int i)
 {
+    static const char *const keys[] = {STREAM_KEYS, "count", "aperture", "map", NULL};
+    if (check_keys(ld, t, keys) < 0)
+        return -1;
     char name[64];
     snprintf(name, sizeof name, "adapter %d", i);
     opt_string(ld, t, "name", name, sizeof name);
@@ -502,6 +532,10 @@ static int load_adapter(loader *ld, int t, int i)
 
 static int load_driver(loader *ld, int t, int i)
 {
+    static const char *const keys[] = {"name", "count", "image", "maps", NULL};
+    static const char *const map_keys[] = {STREAM_KEYS, NULL};
+    if (check_keys(ld, t, keys) < 0)
+        return -1;
     lua_State *L = ld->L;
     char name[64], where[96];
     snprintf(name, sizeof name, "driver %d", i);
@@ -535,8 +569,9 @@ static int load_driver(loader *ld, int t, int i)
             char mname[64];
             snprintf(mname, sizeof mname, "%s", name);
             opt_string(ld, m, "name", mname, sizeof mname);
-            ptl_plan_stream *s =
-                lua_type(L, m) == LUA_TTABLE ? add_stream(ld, m, mname, "MmMapLockedPages") : NULL;
+            ptl_plan_stream *s = lua_type(L, m) == LUA_TTABLE && check_keys(ld, m, map_keys) == 0
+                                     ? add_stream(ld, m, mname, "MmMapLockedPages")
+                                     : NULL;
             if (!s || stream_fields(ld, m, s, count) < 0) {
                 if (!ld->err[0])
                     seterr(ld->err, ld->errlen, "%s: a table expected", ld->where);
@@ -556,6 +591,9 @@ static int load_driver(loader *ld, int t, int i)
 
 static int load_threads(loader *ld, int t, int i)
 {
+    static const char *const keys[] = {STREAM_KEYS, "count", NULL};
+    if (check_keys(ld, t, keys) < 0)
+        return -1;
     char name[64];
     snprintf(name, sizeof name, "threads %d", i);
     opt_string(ld, t, "name", name, sizeof name);
@@ -571,6 +609,9 @@ static int load_threads(loader *ld, int t, int i)
 
 static int load_io(loader *ld, int t, int i)
 {
+    static const char *const keys[] = {STREAM_KEYS, NULL};
+    if (check_keys(ld, t, keys) < 0)
+        return -1;
     char name[64];
     snprintf(name, sizeof name, "io %d", i);
     opt_string(ld, t, "name", name, sizeof name);
@@ -580,6 +621,9 @@ static int load_io(loader *ld, int t, int i)
 
 static int load_stream(loader *ld, int t, int i)
 {
+    static const char *const keys[] = {STREAM_KEYS, "aperture", NULL};
+    if (check_keys(ld, t, keys) < 0)
+        return -1;
     char name[64];
     snprintf(name, sizeof name, "stream %d", i);
     opt_string(ld, t, "name", name, sizeof name);
@@ -599,6 +643,11 @@ static int load_top(loader *ld)
     double v;
     int rc;
     snprintf(ld->where, sizeof ld->where, "workload");
+    static const char *const keys[] = {"name",     "ram",     "duration", "userva",
+                                       "boot_3gb", "profile", "adapters", "drivers",
+                                       "threads",  "io",      "streams",  NULL};
+    if (check_keys(ld, 1, keys) < 0)
+        return -1;
     opt_string(ld, 1, "name", w->name, sizeof w->name);
     if ((rc = opt_number(ld, 1, "ram", Q_SIZE, &v)) < 0)
         return -1;

@@ -391,7 +391,8 @@ static void test_workload_file(void **state)
 
 /* Bad workloads are refused with the reason, whichever way they come: a trial that could
  * not end (an infinite or huge rate or duration), a number that would not fit (RAM beyond
- * 4 GB), a boolean given as "false" or 0 (true in Lua), more streams than the limit. */
+ * 4 GB), a boolean given as "false" or 0 (true in Lua), a misspelt field, more streams
+ * than the limit. */
 static int load_text(const char *text, char *err, size_t errlen)
 {
     char path[64];
@@ -443,6 +444,14 @@ static void test_bad_workloads_are_refused(void **state)
     expect_refused("return { drivers = { { count = 1e6, image = '4K', maps = { { size = '4K', "
                    "rate = 100 } } } } }",
                    "rate 1e+08");
+    /* a misspelt field would plan for another workload */
+    expect_refused("return { io = { { rates = 100, lifetmie = '1s' } } }",
+                   "io[1]: unknown field '");
+    expect_refused("return { durations = 5, io = { { rate = 1 } } }",
+                   "workload: unknown field 'durations'");
+    expect_refused(
+        "return { drivers = { { image = '4K', maps = { { rate = 1, sizes = '8K' } } } } }",
+        "drivers[1].maps[1]: unknown field 'sizes'");
     /* the limit on streams: refused by name, not mistaken for an unknown api */
     expect_refused("local io = {} for i = 1, 4097 do io[i] = { rate = 1 } end return { io = io }",
                    "more than 4096 streams");
