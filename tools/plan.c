@@ -296,8 +296,9 @@ static void print_table(const ptl_plan *p, FILE *out)
             fprintf(out,
                     "note: no trial failed, but %llu trials only bound P(fail) below %.2g (95%%); "
                     "use --trials %.0f or more to show it is below %g\n",
-                    (unsigned long long)pt->trials, 3.0 / (double)pt->trials, 3.0 / p->target,
-                    p->target);
+                    (unsigned long long)pt->trials,
+                    pt->trials >= 3 ? 3.0 / (double)pt->trials : 1.0, /* the rule of three */
+                    3.0 / p->target, p->target);
         if (pt->system_pages == 0)
             fprintf(out, "the computed default is enough: leave SystemPages at 0\n");
         return;
