@@ -1838,9 +1838,10 @@ static int parse_header(ptl_plan *p, const char *line)
     p->npoints = (int)v;
     char shard[32];
     if (json_string(line, "shard", shard, sizeof shard) ||
-        sscanf(shard, "%d/%d", &p->shard_i, &p->shard_n) != 2 || p->shard_n < 1 || p->shard_i < 0 ||
-        p->shard_i >= p->shard_n)
-        return -1;
+        strspn(shard, "0123456789/") != strlen(shard) || strlen(shard) > 15 ||
+        sscanf(shard, "%d/%d", &p->shard_i, &p->shard_n) != 2 || p->shard_n < 1 ||
+        p->shard_n > 1000000 || p->shard_i < 0 || p->shard_i >= p->shard_n)
+        return -1; /* what the command writes: I/N, N at most 10^6 */
     return 0;
 }
 
