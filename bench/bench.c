@@ -112,6 +112,8 @@ static void print_table(void)
            "------------------------------------------------------------",
            "------------------------------------------------------------");
     for (int i = 0; i < nrows; i++) {
+        if (!wanted(rows[i].name))
+            continue; /* measured alongside a wanted one */
         const row *r = &rows[i];
         char a[24] = "", b[24] = "", ra[24] = "", ops[40] = "";
         if (r->a > 0)
@@ -503,6 +505,39 @@ typedef struct mmu_ctx {
 
 static const uint32_t map_pages[4] = {1, 16, 256, 4096};
 
+/* The MMU and mapping rows, named in one place: mmu_rows adds them under these names, and
+ * --only runs the one measurement behind them when it names any of them. */
+enum { MMU_HIT_DEP, MMU_HIT_COPY, MMU_NATIVE_DEP, MMU_HIT_IND, MMU_MISS, MMU_COPY, MMU_FIXED };
+static const char *const mmu_names[MMU_FIXED] = {
+    "MMU: TLB hit, dependent 4-byte reads (READ_REGISTER)",
+    "MMU: TLB hit, dependent 4-byte reads (ptl__mmu_copy)",
+    "Native: dependent 4-byte reads through the mapped pointer",
+    "MMU: TLB hit, independent 4-byte reads (READ_REGISTER)",
+    "MMU: TLB miss + page walk, 4-byte read (READ_REGISTER)",
+    "MMU: RtlCopyMemory 1 MB from MmMapIoSpace vs memcpy",
+};
+
+static void mapping_row_name(char *buf, size_t n, int native_mode, uint32_t pages)
+{
+    snprintf(buf, n, "Mapping%s: MmMapIoSpace+MmUnmapIoSpace, %u page%s",
+             native_mode ? ", native mode" : "", pages, pages > 1 ? "s" : "");
+}
+
+static int mmu_rows_wanted(void)
+{
+    char name[96];
+    for (int i = 0; i < MMU_FIXED; i++)
+        if (wanted(mmu_names[i]))
+            return 1;
+    for (int k = 0; k < 4; k++)
+        for (int native_mode = 0; native_mode < 2; native_mode++) {
+            mapping_row_name(name, sizeof name, native_mode, map_pages[k]);
+            if (wanted(name))
+                return 1;
+        }
+    return 0;
+}
+
 static uint32_t *chain_perm(void)
 {
     /* a random cyclic permutation of the 1024 words of a page: next = p[cur] */
@@ -747,25 +782,25 @@ static void mmu_rows(void)
         }
     }
 
-    row *r = add_row("MMU: TLB hit, dependent 4-byte reads (READ_REGISTER)");
+    row *r = add_row(mmu_names[MMU_HIT_DEP]);
     r->a = c.native_dep, r->b = c.hit_dep_ddi, r->a_ops = r->b_ops = c.n_hit;
     snprintf(r->target, sizeof r->target, "<= 3.5x native dependent load: %s",
              ratio_of(r) <= 3.5 ? "met" : "MISSED");
-    r = add_row("MMU: TLB hit, dependent 4-byte reads (ptl__mmu_copy)");
+    r = add_row(mmu_names[MMU_HIT_COPY]);
     r->a = c.native_dep, r->b = c.hit_dep_copy, r->a_ops = r->b_ops = c.n_hit;
     snprintf(r->note, sizeof r->note, "ptelab's internal bulk path, for comparison");
     if (c.native) {
-        r = add_row("Native: dependent 4-byte reads through the mapped pointer");
+        r = add_row(mmu_names[MMU_NATIVE_DEP]);
         r->a = c.native_dep, r->b = c.raw_dep, r->a_ops = r->b_ops = c.n_hit;
         snprintf(r->note, sizeof r->note,
                  "plain host memory vs a native-mode MmMapIoSpace pointer");
     }
-    r = add_row("MMU: TLB hit, independent 4-byte reads (READ_REGISTER)");
+    r = add_row(mmu_names[MMU_HIT_IND]);
     r->a = c.native_ind, r->b = c.hit_ind_ddi, r->a_ops = r->b_ops = c.n_hit;
-    r = add_row("MMU: TLB miss + page walk, 4-byte read (READ_REGISTER)");
+    r = add_row(mmu_names[MMU_MISS]);
     r->a = c.native_miss, r->b = c.miss, r->a_ops = r->b_ops = c.n_miss;
     snprintf(r->note, sizeof r->note, "native: same 4 KB stride over 2 MB of host memory");
-    r = add_row("MMU: RtlCopyMemory 1 MB from MmMapIoSpace vs memcpy");
+    r = add_row(mmu_names[MMU_COPY]);
     r->a = c.native_copy, r->b = c.copy_emul, r->a_ops = r->b_ops = c.n_copy;
     snprintf(r->note, sizeof r->note, "%.1f GB/s emulated, %.1f GB/s memcpy",
              (double)(1u << 20) / c.copy_emul, (double)(1u << 20) / c.native_copy);
@@ -774,8 +809,7 @@ static void mmu_rows(void)
              c.copy_emul <= 2 * c.native_copy ? "met" : "MISSED");
     for (int k = 0; k < 4; k++) {
         char name[96];
-        snprintf(name, sizeof name, "Mapping: MmMapIoSpace+MmUnmapIoSpace, %u page%s", map_pages[k],
-                 map_pages[k] > 1 ? "s" : "");
+        mapping_row_name(name, sizeof name, 0, map_pages[k]);
         r = add_row(name);
         r->a = c.store_ns[k], r->b = c.map_ns[k];
         r->a_ops = c.store_ops[k], r->b_ops = c.map_ops[k];
@@ -788,8 +822,7 @@ static void mmu_rows(void)
     }
     for (int k = 0; k < 4 && c.map_native_ops[k]; k++) {
         char name[96];
-        snprintf(name, sizeof name, "Mapping, native mode: MmMapIoSpace+MmUnmapIoSpace, %u page%s",
-                 map_pages[k], map_pages[k] > 1 ? "s" : "");
+        mapping_row_name(name, sizeof name, 1, map_pages[k]);
         r = add_row(name);
         r->a = c.map_ns[k], r->b = c.map_native_ns[k];
         r->a_ops = c.map_ops[k], r->b_ops = c.map_native_ops[k];
@@ -954,7 +987,11 @@ int ptl_bench_main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--quick") == 0) {
             quick = 1;
-        } else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc) {
+        } else if (strcmp(argv[i], "--only") == 0) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "%s: --only needs the text of a row's name\n", argv[0]);
+                return 64;
+            }
             only = argv[++i];
         } else {
             fprintf(stderr, "%s: unknown option '%s'\nusage: %s [--quick] [--only TEXT]\n", argv[0],
@@ -974,8 +1011,15 @@ int ptl_bench_main(int argc, char **argv)
         diff_row();
     spool_rows(50000);
     spool_rows(33554432u);
-    if (!only || strstr("MMU: Mapping: Native:", only))
+    if (mmu_rows_wanted())
         mmu_rows(); /* one machine measures every MMU and mapping row */
+    int shown = 0;
+    for (int i = 0; i < nrows; i++)
+        shown += wanted(rows[i].name);
+    if (only && !shown) {
+        fprintf(stderr, "%s: --only '%s' names no row\n", argv[0], only);
+        return 64;
+    }
     print_table();
     printf("\nratio: spool rows ref/fast (speed-up); MMU and mapping rows emulated/native "
            "(cost). ops/run: operations per timed run, \"(cap)\": the reference's count was "

@@ -532,6 +532,12 @@ static int l_boot(lua_State *L)
     return 1;
 }
 
+static void output_failed(runner *r)
+{
+    if (r->opts.output_failed)
+        *r->opts.output_failed = 1;
+}
+
 static void free_machine(runner *r, machine_ud *u)
 {
     if (u->m && u->m != r->last && u->m != r->stopped) {
@@ -2452,17 +2458,29 @@ static int script_run(const char *path, const char *text, size_t len,
                 rc = PTL_SCRIPT_STOP;
         }
         if (r->opts.report_path &&
-            ptl_report_write(subject, r->opts.report_path, base_name(path)) != 0)
+            ptl_report_write(subject, r->opts.report_path, base_name(path)) != 0) {
             fprintf(stderr, "ptelab: cannot write the report %s: %s\n", r->opts.report_path,
                     ptl_error());
+            output_failed(r);
+        }
         if (r->opts.csv_path) {
             FILE *f = fopen(r->opts.csv_path, "w");
-            if (!f || ptl_perf_csv(subject, f) != 0)
+            int bad = !f || ptl_perf_csv(subject, f) != 0;
+            const char *why = !f ? strerror(errno) : bad ? ptl_error() : NULL;
+            if (f && fclose(f) != 0 && !bad) { /* the data reach the file only now */
+                bad = 1;
+                why = strerror(errno);
+            }
+            if (bad) {
                 fprintf(stderr, "ptelab: cannot write the timeline %s: %s\n", r->opts.csv_path,
-                        f ? ptl_error() : strerror(errno));
-            if (f)
-                fclose(f);
+                        why);
+                output_failed(r);
+            }
         }
+    } else if (r->opts.report_path || r->opts.csv_path) {
+        fprintf(stderr, "ptelab: the scenario booted no machine: no report or timeline to "
+                        "write\n");
+        output_failed(r);
     }
     lua_close(L); /* shuts every machine down */
     free(r);

@@ -32,6 +32,9 @@ typedef struct ptl_script_opts {
     char **result;
     /* Out: the STOP code that ended the scenario (0 none), when not NULL. */
     uint32_t *stop_code;
+    /* Out: set to 1 when the report or the timeline asked for was not written (the file
+     * could not be, or no machine was booted), when not NULL. */
+    int *output_failed;
     /* Out: the Lua error message with its traceback (malloc'd, the caller frees), NULL
      * when there was none; when not NULL. Without it the message goes to stderr. */
     char **error;

@@ -489,6 +489,7 @@ int ptl_cli_demo(void)
     /* the report */
     if (ptl_report_write(m, REPORT_PATH, "ptelab demo") != 0) {
         fprintf(stderr, "ptelab demo: %s\n", ptl_error());
+        rc = 70; /* the output could not be written */
         goto out;
     }
     printf("\nReport: %s (timeline, fragmentation maps, layout, drivers, STOP, events).\n",

@@ -8,10 +8,13 @@
  */
 #include "kd_repl.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#define KD_LINE_MAX 65536 /* a piped command line, its newline and NUL included */
 
 #ifdef PTELAB_HAVE_LIBEDIT
 #include <editline/readline.h>
@@ -87,11 +90,23 @@ int ptl_cli_kd_session(ptl_machine *m, const char *commands)
     }
     if (isatty(STDIN_FILENO))
         return interactive(m);
-    char *line = NULL;
-    size_t cap = 0;
-    while (getline(&line, &cap, stdin) >= 0)
+    /* A pipe or a file: lines of a bounded length (a stream with no newline, /dev/zero,
+     * would otherwise grow one line without end), and a read error is not an end. */
+    static char line[KD_LINE_MAX];
+    for (;;) {
+        if (!fgets(line, sizeof line, stdin))
+            break;
+        if (!strchr(line, '\n') && !feof(stdin)) {
+            fprintf(stderr, "ptelab: kd: a command line longer than %d characters\n",
+                    KD_LINE_MAX - 2);
+            return 65;
+        }
         if (run_line(m, line, 0, &failed))
             break;
-    free(line);
+    }
+    if (ferror(stdin)) {
+        fprintf(stderr, "ptelab: kd: cannot read the commands: %s\n", strerror(errno));
+        return 65;
+    }
     return failed;
 }

@@ -22,8 +22,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#define EX_USAGE_ 64
-#define EX_DATA_  65
+#define EX_USAGE_    64
+#define EX_DATA_     65
+#define EX_SOFTWARE_ 70 /* an output that cannot be written */
 
 static const char usage_text[] =
     "usage: ptelab COMMAND [OPTIONS]\n"
@@ -64,12 +65,17 @@ static int usage_error(const char *fmt, const char *arg)
     return EX_USAGE_;
 }
 
+/* Decimal, or hexadecimal after 0x (SystemPages is often written 0xFFFFFFFF); a leading
+ * zero is not octal, and no sign or space is taken. */
 static int parse_uint(const char *s, uint32_t *out)
 {
     char *end;
     errno = 0;
-    unsigned long long v = strtoull(s, &end, 0);
-    if (errno || end == s || *end || v > 0xFFFFFFFFull || s[0] == '-')
+    int hex = s[0] == '0' && (s[1] == 'x' || s[1] == 'X');
+    if (!(s[0] >= '0' && s[0] <= '9'))
+        return -1;
+    unsigned long long v = strtoull(s, &end, hex ? 16 : 10);
+    if (errno || end == s || *end || v > 0xFFFFFFFFull)
         return -1;
     *out = (uint32_t)v;
     return 0;
@@ -121,8 +127,11 @@ static int machine_option(int argc, char **argv, int *i, ptl_config *cfg)
         }
     } else if (strcmp(a, "--fail-nth") == 0 || strcmp(a, "--fail-ppm") == 0) {
         uint32_t v;
-        if (parse_uint(val, &v) != 0) {
-            usage_error("%s needs a number", a);
+        int ppm = a[7] == 'p';
+        if (parse_uint(val, &v) != 0 || v == 0 || (ppm && v > 1000000)) {
+            usage_error(ppm ? "%s needs a number of failures per million, 1..1000000"
+                            : "%s needs a count from 1 (the Nth allocation fails)",
+                        a);
             return -1;
         }
         cfg->fault_inject_kinds = PTL_FAULT_SYSPTES | PTL_FAULT_POOL | PTL_FAULT_MDL;
@@ -153,6 +162,17 @@ static int machine_option(int argc, char **argv, int *i, ptl_config *cfg)
     return 1;
 }
 
+static int is_help(const char *a)
+{
+    return strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0;
+}
+
+static int help(void)
+{
+    fputs(usage_text, stdout);
+    return 0;
+}
+
 static ptl_machine *boot_or_report(const ptl_config *cfg, int *rc)
 {
     ptl_machine *m = ptl_boot(cfg);
@@ -168,6 +188,8 @@ static int cmd_layout(int argc, char **argv)
     ptl_config cfg;
     ptl_config_init(&cfg);
     for (int i = 2; i < argc; i++) {
+        if (is_help(argv[i]))
+            return help();
         int r = machine_option(argc, argv, &i, &cfg);
         if (r < 0)
             return r == -2 ? EX_DATA_ : EX_USAGE_;
@@ -187,35 +209,63 @@ static int cmd_kd(int argc, char **argv)
 {
     ptl_config cfg;
     ptl_config_init(&cfg);
-    const char *commands = NULL;
+    char *commands = NULL; /* every -c, in order, joined by "; " */
     for (int i = 2; i < argc; i++) {
+        if (is_help(argv[i])) {
+            free(commands);
+            return help();
+        }
         int r = machine_option(argc, argv, &i, &cfg);
-        if (r < 0)
+        if (r < 0) {
+            free(commands);
             return r == -2 ? EX_DATA_ : EX_USAGE_;
+        }
         if (r == 1)
             continue;
-        if (strcmp(argv[i], "-c") == 0 && i + 1 < argc)
-            commands = argv[++i];
-        else
+        if (strcmp(argv[i], "-c") != 0) {
+            free(commands);
             return usage_error("kd: unknown option '%s'", argv[i]);
+        }
+        if (i + 1 >= argc) {
+            free(commands);
+            return usage_error("%s", "kd: -c needs the commands to run");
+        }
+        const char *more = argv[++i];
+        size_t had = commands ? strlen(commands) : 0;
+        char *joined = realloc(commands, had + strlen(more) + 3);
+        if (!joined) {
+            free(commands);
+            return usage_error("%s", "kd: out of memory");
+        }
+        commands = joined;
+        if (had) {
+            memcpy(commands + had, "; ", 2);
+            had += 2;
+        }
+        memcpy(commands + had, more, strlen(more) + 1);
     }
     int rc = 0;
     ptl_machine *m = boot_or_report(&cfg, &rc);
-    if (!m)
+    if (!m) {
+        free(commands);
         return rc;
+    }
     int rc_kd = ptl_cli_kd_session(m, commands);
     ptl_shutdown(m);
+    free(commands);
     return rc_kd;
 }
 
 static int cmd_demo(int argc, char **argv)
 {
+    if (argc == 3 && is_help(argv[2]))
+        return help();
     if (argc > 2)
         return usage_error("demo takes no arguments (got '%s')", argv[2]);
     return ptl_cli_demo();
 }
 
-int main(int argc, char **argv)
+static int dispatch(int argc, char **argv)
 {
     if (argc < 2)
         return usage_error("%s", "no command given");
@@ -241,4 +291,15 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "bench") == 0)
         return ptl_bench_main(argc - 1, argv + 1);
     return usage_error("unknown command '%s'", cmd);
+}
+
+int main(int argc, char **argv)
+{
+    int rc = dispatch(argc, argv);
+    /* every command's standard output: a full disk or a closed pipe is an error, not 0 */
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        fprintf(stderr, "ptelab: cannot write the output: %s\n", strerror(errno));
+        return EX_SOFTWARE_;
+    }
+    return rc;
 }

@@ -11,15 +11,17 @@
 #include <string.h>
 #include <unistd.h>
 
-#define EX_USAGE_ 64
-#define EX_DATA_  65
+#define EX_USAGE_    64
+#define EX_DATA_     65
+#define EX_SOFTWARE_ 70
 
 static const char run_usage[] =
     "usage: ptelab run SCRIPT.lua [--report OUT.html] [--csv PERF.csv] [--reg FILE.reg]\n"
     "                  [--profile nt4sp3|nt4sp4|win2000|winxp] [--seed N] [--sandbox] [-v]\n"
     "\n"
     "Runs a Lua scenario (scenarios/*.lua). Exit status: 0 done, 1 Lua error, 2 the\n"
-    "scenario ended in a STOP (the report and CSV are still written), 64 usage, 65 data.\n"
+    "scenario ended in a STOP (the report and CSV are still written), 64 usage, 65 data,\n"
+    "70 the report or CSV could not be written.\n"
     "\n"
     "--sandbox runs a scenario you do not trust: no io, os, package, load or require and\n"
     "no host files named from the script; at most 10^9 Lua instructions, 256 MB of Lua\n"
@@ -74,8 +76,8 @@ int ptl_cli_run(int argc, char **argv)
             } else {
                 char *end;
                 errno = 0;
-                unsigned long long v = strtoull(val, &end, 0);
-                if (errno || end == val || *end || val[0] == '-')
+                unsigned long long v = strtoull(val, &end, 10);
+                if (errno || end == val || *end || !(val[0] >= '0' && val[0] <= '9'))
                     return run_usage_error("--seed '%s' is not a number", val);
                 opts.seed = v;
             }
@@ -94,7 +96,9 @@ int ptl_cli_run(int argc, char **argv)
         return EX_DATA_;
     }
     char *result = NULL;
+    int output_failed = 0;
     opts.result = &result;
+    opts.output_failed = &output_failed;
     int rc = ptl_script_run(script, &opts);
     if (result) {
         printf("\nresult:\n%s", result);
@@ -102,8 +106,10 @@ int ptl_cli_run(int argc, char **argv)
             printf("\n");
         free(result);
     }
-    if (opts.report_path && rc != PTL_SCRIPT_NO_INPUT)
+    if (opts.report_path && rc != PTL_SCRIPT_NO_INPUT && !output_failed)
         fprintf(stderr, "ptelab run: report written to %s\n", opts.report_path);
+    if (output_failed)
+        return EX_SOFTWARE_;
     switch (rc) {
     case PTL_SCRIPT_OK:
         return 0;
