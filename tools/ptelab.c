@@ -6,7 +6,8 @@
  *   ptelab --help | --version
  *
  * Exit codes follow sysexits.h: 0 success, 64 usage error, 65 data error (a configuration
- * the machine refuses), 70 internal error.
+ * the machine refuses), 70 an output that cannot be written (main checks standard output
+ * after every command).
  */
 #include <ptelab/ptelab.h>
 #include <ptelab/wdm.h>
@@ -34,9 +35,10 @@ static const char usage_text[] =
     "commands:\n"
     "  demo                 the article end to end on a 64 MB NT 4.0 SP4 machine\n"
     "  run SCRIPT.lua       a Lua scenario [--report out.html] [--csv perf.csv] [--reg f.reg]\n"
-    "                       [--profile P] [--seed N] [-v]\n"
+    "                       [--profile P] [--seed N] [--sandbox] [-v]\n"
     "  layout               print the system address-space layout the machine boots with\n"
-    "  kd [-c \"cmd; cmd\"]   WinDbg-style commands (!vm, !sysptes, !pte, ...) on a machine\n"
+    "  kd [-c \"cmd; cmd\"]   WinDbg-style commands (!vm, !sysptes, !pte, ...) on a machine;\n"
+    "                       every -c runs, in order; without -c, from a prompt or stdin\n"
     "  plan [WORKLOAD.lua]  size the system PTE pool and recommend SystemPages\n"
     "                       (ptelab plan --help for its options)\n"
     "  bench [--quick]      the performance table: allocators, MMU, mapping (docs/performance.md)\n"
@@ -55,7 +57,11 @@ static const char usage_text[] =
     "  --fail-ppm N         fault injection: fail each allocation with probability N/1e6\n"
     "  --seed N             seed for randomised behaviour\n"
     "\n"
-    "  --help, --version\n";
+    "  --help, --version\n"
+    "\n"
+    "Numbers are decimal, or hexadecimal after 0x. Exit status: 0 done, 64 usage, 65 data\n"
+    "(a configuration the machine refuses, a file that does not parse), 70 an output that\n"
+    "cannot be written; run and plan say more in their --help.\n";
 
 static int usage_error(const char *fmt, const char *arg)
 {
