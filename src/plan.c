@@ -42,7 +42,6 @@
  * double near a year still resolves nanoseconds, far below the gap between arrivals
  * at the highest rate. */
 #define PLAN_MAX_SECONDS (366.0 * 86400.0)
-#define PLAN_MAX_RATE    1e7 /* requests per second, per stream */
 #define DEFAULT_STEPS    12
 #define SYSTEM_PAGES_MAX 0xFFFFFFFFu
 
@@ -651,7 +650,7 @@ static int load_top(loader *ld)
     opt_string(ld, 1, "name", w->name, sizeof w->name);
     if ((rc = opt_number(ld, 1, "ram", Q_SIZE, &v)) < 0)
         return -1;
-    if (rc && !(v >= 1 && v <= 4294967296.0)) {
+    if (rc && !(v >= 1 && v <= PTL_PLAN_MAX_RAM)) {
         seterr(ld->err, ld->errlen, "workload: ram %g is not a size up to 4 GB", v);
         return -1;
     }
@@ -796,16 +795,16 @@ static int workload_check(const ptl_plan_workload *w, char *err, size_t errlen)
         seterr(err, errlen, "duration %g s is not a time above 0 and up to a year", w->duration);
         return -1;
     }
-    if (w->ram_bytes > (4ull << 30)) {
+    if (w->ram_bytes > (uint64_t)PTL_PLAN_MAX_RAM) {
         seterr(err, errlen, "RAM of %llu bytes is more than the 4 GB x86 addresses",
                (unsigned long long)w->ram_bytes);
         return -1;
     }
     for (int i = 0; i < w->nstreams; i++) {
         const ptl_plan_stream *st = &w->streams[i];
-        if (!(st->rate >= 0 && st->rate <= PLAN_MAX_RATE)) {
+        if (!(st->rate >= 0 && st->rate <= PTL_PLAN_MAX_RATE)) {
             seterr(err, errlen, "%s: rate %g is not a number of requests per second up to %g",
-                   st->name, st->rate, PLAN_MAX_RATE);
+                   st->name, st->rate, PTL_PLAN_MAX_RATE);
             return -1;
         }
         if (!(st->start >= 0 && st->start <= PLAN_MAX_SECONDS) ||

@@ -101,6 +101,11 @@ typedef struct ptl_plan_stream {
     ptl_plan_dist size, lifetime, initial_lifetime;
 } ptl_plan_stream;
 
+/* Bounds every workload is held to, from a file or options (ptl_plan_setup): requests
+ * per second per stream (simulated time must advance at every event), and RAM. */
+#define PTL_PLAN_MAX_RATE 1e7
+#define PTL_PLAN_MAX_RAM  4294967296.0 /* bytes: 4 GB, all x86 addresses */
+
 typedef struct ptl_plan_workload {
     char name[128];
     uint64_t ram_bytes; /* default 64 MB */

@@ -2,6 +2,7 @@
  * The simulation, the workload format and the shard files are src/plan.c's; the usage is
  * below and in docs/plan.md. */
 #include "plan.h"
+#include "cli.h"
 
 #include "../src/plan.h"
 
@@ -63,20 +64,6 @@ static int plan_usage_error(const char *fmt, const char *arg)
     return EX_USAGE_;
 }
 
-/* Decimal, or hexadecimal after 0x (SystemPages values are often written so); a leading
- * zero is not octal. */
-static int parse_u64(const char *s, uint64_t *out)
-{
-    char *end;
-    errno = 0;
-    int hex = s[0] == '0' && (s[1] == 'x' || s[1] == 'X');
-    unsigned long long v = strtoull(s, &end, hex ? 16 : 10);
-    if (errno || end == s || *end || s[0] == '-')
-        return -1;
-    *out = v;
-    return 0;
-}
-
 /* "SIZE" or "MIN-MAX" -> a size distribution */
 static int parse_size_dist(const char *s, ptl_plan_dist *d)
 {
@@ -102,7 +89,7 @@ static int split_count(char *s, uint64_t *count)
     *count = 1;
     char *x = strrchr(s, 'x');
     if (x && x != s) {
-        if (parse_u64(x + 1, count) || *count == 0 || *count > 10000000)
+        if (ptl_cli_parse_u64(x + 1, count) || *count == 0 || *count > 10000000)
             return -1;
         *x = 0;
     }
@@ -152,7 +139,7 @@ static int add_option_stream(ptl_plan_workload *w, const char *opt, const char *
                 *f[i]++ = 0;
         }
         uint64_t n;
-        if (parse_u64(f[0], &n) || n > 10000000 || (f[1] && !f[2]))
+        if (ptl_cli_parse_u64(f[0], &n) || n > 10000000 || (f[1] && !f[2]))
             return -1;
         ptl_plan_stream *s = ptl_plan_workload_add(w, "threads", "stack");
         if (!s)
@@ -162,7 +149,8 @@ static int add_option_stream(ptl_plan_workload *w, const char *opt, const char *
             double life;
             char *end;
             s->rate = strtod(f[1], &end);
-            if (*end || !(s->rate >= 0 && s->rate <= 1e7) || ptl_plan_parse_time(f[2], &life))
+            if (*end || !(s->rate >= 0 && s->rate <= PTL_PLAN_MAX_RATE) ||
+                ptl_plan_parse_time(f[2], &life))
                 return -1;
             s->lifetime.kind = PTL_DIST_EXP;
             s->lifetime.a = life;
@@ -184,7 +172,7 @@ static int add_option_stream(ptl_plan_workload *w, const char *opt, const char *
     char *end;
     s->rate = strtod(f[1], &end);
     double life;
-    if (*end || !(s->rate > 0 && s->rate <= 1e7) || parse_size_dist(f[2], &s->size) ||
+    if (*end || !(s->rate > 0 && s->rate <= PTL_PLAN_MAX_RATE) || parse_size_dist(f[2], &s->size) ||
         ptl_plan_parse_time(f[3], &life))
         return -1;
     s->lifetime.kind = PTL_DIST_EXP;
@@ -653,14 +641,14 @@ int ptl_cli_plan(int argc, char **argv)
             uint64_t u;
             if (strcmp(a, "--ram") == 0) {
                 double b;
-                if (ptl_plan_parse_size(val, &b) || !(b > 0 && b <= 4294967296.0))
+                if (ptl_plan_parse_size(val, &b) || !(b > 0 && b <= PTL_PLAN_MAX_RAM))
                     FAIL("--ram '%s' is not a size like 512M or 1G, up to 4G", val);
                 ram = (uint64_t)b;
             } else if (strcmp(a, "--profile") == 0) {
                 if ((profile = ptl_plan_parse_profile(val)) < 0)
                     FAIL("--profile '%s' is not nt4sp3, nt4sp4, win2000 or winxp", val);
             } else if (strcmp(a, "--userva") == 0) {
-                if (parse_u64(val, &userva) || userva == 0)
+                if (ptl_cli_parse_u64(val, &userva) || userva == 0)
                     FAIL("--userva '%s' is not a number of MB", val);
             } else if (strcmp(a, "--name") == 0) {
                 name = val;
@@ -686,7 +674,7 @@ int ptl_cli_plan(int argc, char **argv)
                         values[nvalues++] = 0;
                     else if (strcmp(tok, "max") == 0)
                         values[nvalues++] = 0xFFFFFFFFu;
-                    else if (parse_u64(tok, &u) == 0 && u < 0xFFFFFFFFu)
+                    else if (ptl_cli_parse_u64(tok, &u) == 0 && u < 0xFFFFFFFFu)
                         values[nvalues++] = (uint32_t)u;
                     else
                         bad = 2;
@@ -699,15 +687,15 @@ int ptl_cli_plan(int argc, char **argv)
                 if (nvalues == 0)
                     FAIL("%s", "--values is empty");
             } else if (strcmp(a, "--steps") == 0) {
-                if (parse_u64(val, &u) || u < 1 || u > 200)
+                if (ptl_cli_parse_u64(val, &u) || u < 1 || u > 200)
                     FAIL("--steps '%s' is not 1..200", val);
                 o.steps = (int)u;
             } else if (strcmp(a, "--trials") == 0) {
-                if (parse_u64(val, &u) || u < 1 || u > 1000000000ull)
+                if (ptl_cli_parse_u64(val, &u) || u < 1 || u > 1000000000ull)
                     FAIL("--trials '%s' is not a positive number", val);
                 o.trials = u;
             } else if (strcmp(a, "--seed") == 0) {
-                if (parse_u64(val, &o.seed))
+                if (ptl_cli_parse_u64(val, &o.seed))
                     FAIL("--seed '%s' is not a number", val);
             } else if (strcmp(a, "--target") == 0) {
                 char *end;
@@ -715,7 +703,7 @@ int ptl_cli_plan(int argc, char **argv)
                 if (*end || end == val || !(o.target > 0 && o.target < 1))
                     FAIL("--target '%s' is not a probability in (0, 1)", val);
             } else if (strcmp(a, "--jobs") == 0) {
-                if (parse_u64(val, &u) || u < 1 || u > 1024)
+                if (ptl_cli_parse_u64(val, &u) || u < 1 || u > 1024)
                     FAIL("--jobs '%s' is not 1..1024", val);
                 jobs = (int)u;
             } else if (strcmp(a, "--shard") == 0) {
@@ -726,8 +714,9 @@ int ptl_cli_plan(int argc, char **argv)
                 if (ok) {
                     memcpy(part, val, (size_t)(slash - val));
                     part[slash - val] = 0;
-                    ok = parse_u64(part, &si) == 0 && parse_u64(slash + 1, &sn) == 0 && sn >= 1 &&
-                         sn <= 1000000 && si < sn;
+                    ok = ptl_cli_parse_u64(part, &si) == 0 &&
+                         ptl_cli_parse_u64(slash + 1, &sn) == 0 && sn >= 1 && sn <= 1000000 &&
+                         si < sn;
                 }
                 if (!ok)
                     FAIL("--shard '%s' is not I/N with 0 <= I < N <= 1000000", val);

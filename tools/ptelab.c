@@ -16,6 +16,7 @@
 #include "kd_repl.h"
 #include "plan.h"
 #include "bench.h"
+#include "cli.h"
 #include "run.h"
 
 #include <errno.h>
@@ -71,17 +72,11 @@ static int usage_error(const char *fmt, const char *arg)
     return EX_USAGE_;
 }
 
-/* Decimal, or hexadecimal after 0x (SystemPages is often written 0xFFFFFFFF); a leading
- * zero is not octal, and no sign or space is taken. */
+/* A 32-bit number as cli.h reads numbers. */
 static int parse_uint(const char *s, uint32_t *out)
 {
-    char *end;
-    errno = 0;
-    int hex = s[0] == '0' && (s[1] == 'x' || s[1] == 'X');
-    if (!(s[0] >= '0' && s[0] <= '9'))
-        return -1;
-    unsigned long long v = strtoull(s, &end, hex ? 16 : 10);
-    if (errno || end == s || *end || v > 0xFFFFFFFFull)
+    uint64_t v;
+    if (ptl_cli_parse_u64(s, &v) != 0 || v > 0xFFFFFFFFull)
         return -1;
     *out = (uint32_t)v;
     return 0;

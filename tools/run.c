@@ -2,6 +2,8 @@
  * See run.h for the usage and exit codes, src/script.c for the Lua API. */
 #include "run.h"
 
+#include "cli.h"
+
 #include "../src/script.h"
 #include <ptelab/ptelab.h>
 
@@ -74,10 +76,8 @@ int ptl_cli_run(int argc, char **argv)
                     return run_usage_error("--profile '%s' is not nt4sp3, nt4sp4, win2000 or winxp",
                                            val);
             } else {
-                char *end;
-                errno = 0;
-                unsigned long long v = strtoull(val, &end, 10);
-                if (errno || end == val || *end || !(val[0] >= '0' && val[0] <= '9'))
+                uint64_t v;
+                if (ptl_cli_parse_u64(val, &v) != 0)
                     return run_usage_error("--seed '%s' is not a number", val);
                 opts.seed = v;
             }
