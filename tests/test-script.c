@@ -51,6 +51,15 @@ static outcome run(const char *path, const char *report, const char *csv)
     return o;
 }
 
+/* run, for a scenario that must not end in a Lua error: the error fails the test */
+static outcome run_clean(const char *path, const char *report, const char *csv)
+{
+    outcome o = run(path, report, csv);
+    if (o.error)
+        fail_msg("%s: %s", path, o.error);
+    return o;
+}
+
 static void outcome_free(outcome *o)
 {
     free(o->result);
@@ -152,9 +161,7 @@ static void test_handles_die_with_their_machine(void **state)
                      "local ok, err = pcall(nt.MmGetMdlByteCount, mdl)\n"
                      "assert(not ok and err:find('no longer valid'), err)\n"
                      "return {ok = true}\n");
-    outcome o = run(path, NULL, NULL);
-    if (o.error)
-        fail_msg("%s", o.error);
+    outcome o = run_clean(path, NULL, NULL);
     assert_int_equal(o.rc, 0);
     assert_has(o.result, "ok=true\n");
     outcome_free(&o);
@@ -197,9 +204,7 @@ static void test_stop_inside_call_keeps_state_usable(void **state)
     char report[256], csv[256];
     snprintf(report, sizeof report, "%s/stop.html", tmpdir);
     snprintf(csv, sizeof csv, "%s/stop.csv", tmpdir);
-    outcome o = run(path, report, csv);
-    if (o.error)
-        fail_msg("%s", o.error);
+    outcome o = run_clean(path, report, csv);
     assert_int_equal(o.rc, PTL_SCRIPT_STOP);
     assert_int_equal(o.stop, 0xE2);
     assert_has(o.result, "code=226\n");
@@ -228,9 +233,7 @@ static void test_stop_in_dpc_and_nested_call(void **state)
                    "  return MmMapIoSpace(0xE0000000, 4096, 0)\n"
                    "end)\n"
                    "return {outer = outer, inner = inner}\n");
-    outcome o = run(path, NULL, NULL);
-    if (o.error)
-        fail_msg("%s", o.error);
+    outcome o = run_clean(path, NULL, NULL);
     assert_int_equal(o.rc, PTL_SCRIPT_STOP);
     assert_int_equal(o.stop, 0xD1); /* an invalid user address at DISPATCH_LEVEL */
     assert_has(o.result, "inner=209\n");
@@ -274,9 +277,7 @@ static void test_try_catches_exception(void **state)
         "local s = m:stopped()\n"
         "return {code = code, caught = ptl.hex(st), unhandled = ptl.hex(rethrown),\n"
         "        p1 = ptl.hex(s.params[1]), p4 = ptl.hex(s.params[4])}\n");
-    outcome o = run(path, NULL, NULL);
-    if (o.error)
-        fail_msg("%s", o.error);
+    outcome o = run_clean(path, NULL, NULL);
     assert_int_equal(o.rc, PTL_SCRIPT_STOP);
     assert_int_equal(o.stop, 0x1E);
     assert_has(o.result, "code=0\n");
@@ -303,9 +304,7 @@ static void test_exception_rethrown_past_try(void **state)
                                     "  error(e)\n"
                                     "end)\n"
                                     "return code\n");
-    outcome o = run(path, NULL, NULL);
-    if (o.error)
-        fail_msg("%s", o.error);
+    outcome o = run_clean(path, NULL, NULL);
     assert_int_equal(o.rc, PTL_SCRIPT_STOP);
     assert_int_equal(o.stop, 0x1E);
     assert_string_equal(o.result, "30");
@@ -321,9 +320,7 @@ static outcome run_scenario(const char *name)
     snprintf(path, sizeof path, "%s/scenarios/%s", src ? src : ".", name);
     char report[256];
     snprintf(report, sizeof report, "%s/%s.html", tmpdir, name);
-    outcome o = run(path, report, NULL);
-    if (o.error)
-        fail_msg("%s: %s", name, o.error);
+    outcome o = run_clean(path, report, NULL);
     assert_true(file_size(report) > 0);
     return o;
 }
