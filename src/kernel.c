@@ -33,7 +33,8 @@
  *
  * Invariants (ptl__kernel_check): IRQL is PASSIVE outside calls; every live thread's
  * stack run is a STACK run of 4 PTEs with the guard invalid and 3 valid pages; every
- * loaded driver's image run is an IMAGE run of its size; cached dead stacks likewise.
+ * loaded driver's image run is an IMAGE run of its size; cached dead stacks likewise; the
+ * driver list is load order and by_id[id - 1] is its id-th entry.
  */
 #include "internal.h"
 
@@ -63,15 +64,14 @@ void ptl__kernel_free(ptl_machine *m)
         t->magic = 0;
         free(t);
     }
+    free(m->kernel.by_id);
     memset(&m->kernel, 0, sizeof m->kernel);
 }
 
 ptl_driver *ptl__driver_by_id(ptl_machine *m, uint32_t id)
 {
-    for (ptl_driver *d = m->kernel.drivers; d; d = d->next)
-        if (d->id == id)
-            return d;
-    return NULL;
+    /* an array, not a walk of the list: snapshots and MDL calls ask once per entry */
+    return id && id <= m->kernel.ndrivers ? m->kernel.by_id[id - 1] : NULL;
 }
 
 uint32_t ptl__kernel_ip(ptl_machine *m)
@@ -490,11 +490,15 @@ static ptl_driver *image_load(ptl_machine *m, const char *name, uint32_t image_b
     snprintf(d->name, sizeof d->name, "%s", name);
     d->base_va = va;
     d->image_pages = pages;
-    ptl_driver **pp = &m->kernel.drivers;
-    while (*pp)
-        pp = &(*pp)->next;
+    ptl_driver **pp = m->kernel.ndrivers ? &m->kernel.by_id[m->kernel.ndrivers - 1]->next
+                                         : &m->kernel.drivers; /* the list's tail */
     *pp = d;
-    m->kernel.ndrivers++;
+    if (m->kernel.ndrivers == m->kernel.by_id_cap) {
+        m->kernel.by_id_cap = m->kernel.by_id_cap ? 2 * m->kernel.by_id_cap : 16;
+        m->kernel.by_id =
+            ptl__xrealloc(m->kernel.by_id, m->kernel.by_id_cap * sizeof *m->kernel.by_id);
+    }
+    m->kernel.by_id[m->kernel.ndrivers++] = d;
     ptl__perf_event(m, PTL_EV_DRIVER, "%s %s loaded at %08x (%u pages)", dll ? "DLL" : "driver",
                     name, va, pages);
     return d;
@@ -601,6 +605,16 @@ int ptl__kernel_check(ptl_machine *m, FILE *why)
             return -1;
         }
     }
+    uint32_t listed = 0;
+    for (ptl_driver *d = m->kernel.drivers; d; d = d->next, listed++)
+        if (listed >= m->kernel.ndrivers || m->kernel.by_id[listed] != d || d->id != listed + 1) {
+            fprintf(why, "kernel: driver %s is not at its id's place\n", d->name);
+            return -1;
+        }
+    if (listed != m->kernel.ndrivers) {
+        fprintf(why, "kernel: %u drivers listed, %u counted\n", listed, m->kernel.ndrivers);
+        return -1;
+    }
     for (ptl_driver *d = m->kernel.drivers; d; d = d->next) {
         if (d->unloaded)
             continue;
@@ -619,10 +633,7 @@ ptl_driver *ptl_driver_at(const ptl_machine *m, uint32_t index)
 {
     if (!ptl__machine_ok(m))
         return NULL;
-    ptl_driver *d = m->kernel.drivers;
-    while (d && index--)
-        d = d->next;
-    return d;
+    return index < m->kernel.ndrivers ? m->kernel.by_id[index] : NULL;
 }
 
 int ptl_driver_loaded(const ptl_driver *d)

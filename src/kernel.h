@@ -44,6 +44,8 @@ typedef struct ptl__kernel {
     int in_dpc;
     struct ptl_driver *drivers; /* load order */
     uint32_t ndrivers;
+    struct ptl_driver **by_id; /* by_id[id - 1]: ids are load order, never reused */
+    uint32_t by_id_cap;
     struct ptl_thread *threads;
     uint32_t next_tid;
     uint32_t live_threads;

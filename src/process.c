@@ -279,6 +279,18 @@ int ptl__protect_from_win32(uint32_t page_protect)
     return prot;
 }
 
+/* The first index from i (below n) whose entry has a bit of mask set, or n. Four entries
+ * at a time: commit and decommit scan whole gigabyte regions with it. */
+PTL_NO_COVERAGE static uint32_t zero_run_end(const uint32_t *w, uint32_t i, uint32_t n,
+                                             uint32_t mask)
+{
+    while (i + 4 <= n && ((w[i] | w[i + 1] | w[i + 2] | w[i + 3]) & mask) == 0)
+        i += 4;
+    while (i < n && (w[i] & mask) == 0)
+        i++;
+    return i;
+}
+
 int ptl__process_commit(ptl_process *p, uint32_t start, uint32_t end, int protect)
 {
     ptl_machine *m = p->m;
@@ -291,13 +303,12 @@ int ptl__process_commit(ptl_process *p, uint32_t start, uint32_t end, int protec
             return -1;
         uint32_t pde = ptl__pde_read(m, p->pd, (uint32_t)va);
         const uint32_t *ptes = ptl__phys_words_ro(&m->phys, pde >> PTL_PAGE_SHIFT);
-        for (uint32_t a = (uint32_t)va; a < stop;) {
-            uint32_t b = a;
-            while (b < stop && ptes[(b >> 12) & 0x3FF] == 0)
-                b += PTL_PAGE_SIZE;
-            if (b > a)
-                ptl__pte_write_run(m, p->pd, a, (b - a) >> 12, PTL_SWPTE_PROT(protect), 0);
-            a = b + (b < stop ? PTL_PAGE_SIZE : 0);
+        uint32_t base = (uint32_t)va & ~(PTL_PDE_SPAN - 1), last = (stop - 1 - base) >> 12;
+        for (uint32_t i = ((uint32_t)va - base) >> 12; i <= last;) {
+            uint32_t j = zero_run_end(ptes, i, last + 1, ~0u);
+            if (j > i)
+                ptl__pte_write_run(m, p->pd, base + (i << 12), j - i, PTL_SWPTE_PROT(protect), 0);
+            i = j + 1;
         }
         va = stop;
     }
@@ -331,43 +342,53 @@ static uint32_t slot_alloc(ptl__pagefile *pf)
     return slot;
 }
 
+/* Whether decommitting clears this PTE with no per-page bookkeeping: no page-file slot to
+ * free and no private frame to release. Zero PTEs join the runs (rewriting a zero is
+ * harmless, and cheaper than cutting a run at every gap). */
+static int clears_plainly(const ptl_machine *m, const ptl_process *p, uint32_t pte, int owns_frames)
+{
+    if (pte & PTL_PTE_VALID) {
+        uint32_t pfn = pte >> PTL_PAGE_SHIFT;
+        return !owns_frames || pfn >= m->phys.ram_pages ||
+               m->phys.pfn[pfn].Use != PTL_USE_PRIVATE || m->phys.pfn[pfn].OwnerPid != p->pid;
+    }
+    return (pte & (PTL_PTE_TRANSITION | PTL_PTE_PROTOTYPE)) || !(pte >> PTL_PAGE_SHIFT);
+}
+
 void ptl__process_decommit(ptl_process *p, uint32_t start, uint32_t end)
 {
     ptl_machine *m = p->m;
     const ptl__vad *vad = ptl__vad_find(p, start);
     /* only private memory owns its frames; views and locked mappings borrow theirs */
     int owns_frames = vad && vad->kind == PTL_VAD_PRIVATE;
-    for (uint32_t va = start; va < end; va += PTL_PAGE_SIZE) {
-        uint32_t pte, pde = ptl__pde_read(m, p->pd, va);
-        if (!(pde & PTL_PTE_VALID)) { /* no table: nothing here */
-            uint64_t next = ((uint64_t)va | (PTL_PDE_SPAN - 1)) + 1;
-            if (next >= end)
-                break;
-            va = (uint32_t)next - PTL_PAGE_SIZE;
+    /* A page table at a time: where there is no table there is nothing to decommit.
+     * Each stretch of PTEs that needs no bookkeeping (demand-zero, borrowed frames) is
+     * cleared in one run; a private frame or a page-file slot is released page by page. */
+    for (uint64_t va = start; va < end;) {
+        uint64_t table_end = (va | (PTL_PDE_SPAN - 1)) + 1;
+        uint32_t stop = (uint32_t)(table_end < end ? table_end : end);
+        uint32_t pde = ptl__pde_read(m, p->pd, (uint32_t)va);
+        if (!(pde & PTL_PTE_VALID)) {
+            va = stop;
             continue;
         }
-        if (!owns_frames) { /* borrowed frames: clear each stretch of valid PTEs in one run */
-            const uint32_t *ptes = ptl__phys_words_ro(&m->phys, pde >> PTL_PAGE_SHIFT);
-            uint64_t table_end = ((uint64_t)va | (PTL_PDE_SPAN - 1)) + 1;
-            uint32_t stop = (uint32_t)(table_end < end ? table_end : end), n = 0;
-            while (va + n * PTL_PAGE_SIZE < stop &&
-                   (ptes[((va >> 12) + n) & 0x3FF] & PTL_PTE_VALID))
-                n++;
-            if (n) {
-                ptl__pte_write_run(m, p->pd, va, n, 0, 0);
-                va += (n - 1) * PTL_PAGE_SIZE;
+        const uint32_t *ptes = ptl__phys_words_ro(&m->phys, pde >> PTL_PAGE_SHIFT);
+        uint32_t base = (uint32_t)va & ~(PTL_PDE_SPAN - 1), n = ((stop - 1 - base) >> 12) + 1;
+        for (uint32_t i = ((uint32_t)va - base) >> 12; i < n;) {
+            /* zero and demand-zero PTEs first, four at a time; then the rarer plain ones */
+            uint32_t j = zero_run_end(ptes, i, n, PTL_PTE_VALID | ~PTL_PAGE_MASK);
+            while (j < n && clears_plainly(m, p, ptes[j], owns_frames))
+                j = zero_run_end(ptes, j + 1, n, PTL_PTE_VALID | ~PTL_PAGE_MASK);
+            uint32_t a = base + (i << 12);
+            if (j > i) {
+                ptl__pte_write_run(m, p->pd, a, j - i, 0, 0);
+                i = j;
                 continue;
             }
-        }
-        if (ptl__pte_read(m, p->pd, va, &pte) != 0 || pte == 0)
-            continue;
-        if (pte & PTL_PTE_VALID) {
-            uint32_t pfn = pte >> PTL_PAGE_SHIFT;
-            int private_frame = owns_frames && pfn < m->phys.ram_pages &&
-                                m->phys.pfn[pfn].Use == PTL_USE_PRIVATE &&
-                                m->phys.pfn[pfn].OwnerPid == p->pid;
-            ptl__pte_write(m, p->pd, va, 0);
-            if (private_frame) {
+            uint32_t pte = ptes[i];
+            if (pte & PTL_PTE_VALID) { /* a private frame of this process */
+                uint32_t pfn = pte >> PTL_PAGE_SHIFT;
+                ptl__pte_write(m, p->pd, a, 0);
                 p->private_pages--;
                 if (m->phys.pfn[pfn].ShareCount)
                     ptl__perf_event(m, PTL_EV_HAZARD,
@@ -375,15 +396,14 @@ void ptl__process_decommit(ptl_process *p, uint32_t start, uint32_t end)
                                     "still maps it: the viewer now sees a free page",
                                     p->name, pfn);
                 ptl__phys_release(&m->phys, pfn); /* when unlocked, if it is locked */
-            }
-        } else {
-            uint32_t slot = pte >> PTL_PAGE_SHIFT;
-            if (!(pte & (PTL_PTE_TRANSITION | PTL_PTE_PROTOTYPE)) && slot) {
-                slot_free(&m->procs.pagefile, slot);
+            } else if (pte) {                     /* in the page file */
+                slot_free(&m->procs.pagefile, pte >> PTL_PAGE_SHIFT);
                 p->paged_out--;
+                ptl__pte_write(m, p->pd, a, 0);
             }
-            ptl__pte_write(m, p->pd, va, 0);
+            i++;
         }
+        va = stop;
     }
 }
 

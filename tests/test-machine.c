@@ -551,6 +551,20 @@ static void test_drivers(void **state)
         assert_int_equal(base & 0xFFFu, 0);
         check_ok(m);
     }
+    /* the id lookup and the load-order index agree with the list; ptl_check sees a
+     * misplaced entry */
+    for (uint32_t i = 0; i < 6; i++) {
+        assert_ptr_equal(ptl__driver_by_id(m, i + 1), d[i]);
+        assert_ptr_equal(ptl_driver_at(m, i), d[i]);
+    }
+    assert_null(ptl__driver_by_id(m, 0));
+    assert_null(ptl__driver_by_id(m, 7));
+    assert_null(ptl_driver_at(m, 6));
+    m->kernel.by_id[1] = d[2];
+    assert_int_not_equal(ptl_check(m), 0);
+    assert_non_null(strstr(ptl_error(), "not at its id's place"));
+    m->kernel.by_id[1] = d[1];
+    check_ok(m);
     /* images are valid kernel pages */
     uint32_t pte;
     assert_int_equal(ptl__pte_read(m, 0, ptl_driver_base(d[5]) + 24 * 4096u, &pte), 0);
