@@ -20,8 +20,8 @@
  *   - per system PTE pool, the run map parsed in chunks of one page table's PTEs, each
  *     with the run it was entered in and left in, so a change re-parses its chunk and
  *     only as many after it as the change reaches;
- *   - per process, per user page table: PTEs outside any VAD or kernel-only, and valid
- *     private pages; a copy of the VAD list.
+ *   - per process, per user page table: PTEs outside any VAD or kernel-only, valid
+ *     private pages and page-file PTEs; a copy of the VAD list.
  *
  * How it learns what changed (everything that can change checked state, and its path):
  *   - PTE and PDE writes (pte.c) and every other write to a frame through a host pointer
@@ -106,7 +106,7 @@ typedef struct chk_pool {
 
 typedef struct chk_ptab { /* one user page table of one process */
     uint32_t proc, pdi, tpfn;
-    uint32_t priv, bad, bad_at;
+    uint32_t priv, paged, bad, bad_at;
     uint32_t *cand; /* frames of valid private PTEs in RAM, counted in uref/uxor */
     uint32_t ncand, cap;
     uint8_t live, stale;
@@ -116,7 +116,7 @@ typedef struct chk_proc {
     ptl_process *p;
     uint32_t pd, nuser;
     uint32_t *ptab; /* per user PDE index: ptab id + 1, 0 none */
-    uint32_t priv, bad;
+    uint32_t priv, paged, bad;
     ptl__vad *vads; /* the VADs the counts were made with */
     int nvads;
     uint8_t live, seen, all_stale;
@@ -939,12 +939,13 @@ static void ptab_unmake(ptl__icheck *c, uint32_t id)
         return;
     chk_proc *pr = &c->procs[t->proc];
     pr->priv -= t->priv;
+    pr->paged -= t->paged;
     pr->bad -= t->bad;
     for (uint32_t k = 0; k < t->ncand; k++) {
         c->fr[t->cand[k]].uref--;
         c->fr[t->cand[k]].uxor ^= id + 1;
     }
-    t->ncand = t->priv = t->bad = 0;
+    t->ncand = t->priv = t->paged = t->bad = 0;
     t->stale = 1;
 }
 
@@ -978,7 +979,7 @@ static uint32_t ptab_new(ptl__icheck *c, uint32_t proc, uint32_t pdi, uint32_t t
     t->proc = proc;
     t->pdi = pdi;
     t->tpfn = tpfn;
-    t->priv = t->bad = t->ncand = 0;
+    t->priv = t->paged = t->bad = t->ncand = 0;
     t->live = 1;
     t->stale = 1;
     if (tpfn < c->nram) {
@@ -1016,6 +1017,7 @@ NOCOV static void ptab_make(ptl_machine *m, uint32_t id)
                 t->bad++;
                 continue; /* the walk stops at the first: the verdict is the same */
             }
+            t->paged += (uint32_t)ptl__pte_in_pagefile(e);
             uint32_t f = e >> PTL_PAGE_SHIFT;
             if ((e & PTL_PTE_VALID) && v->kind == PTL_VAD_PRIVATE && f < c->nram) {
                 if (t->ncand == t->cap) {
@@ -1031,6 +1033,7 @@ NOCOV static void ptab_make(ptl_machine *m, uint32_t id)
         }
     }
     pr->priv += t->priv;
+    pr->paged += t->paged;
     pr->bad += t->bad;
     t->stale = 0;
 }
@@ -1191,8 +1194,13 @@ NOCOV static int process_check(ptl_machine *m, FILE *why)
                     p->private_pages);
             return -1;
         }
+        if (pr->paged != p->paged_out) {
+            fprintf(why, "process %s: %u PTEs name page-file slots, counter says %u\n", p->name,
+                    pr->paged, p->paged_out);
+            return -1;
+        }
     }
-    return 0;
+    return ptl__process_pagefile_check(m, why);
 }
 
 /* The frames writable TLB entries point at: writes through them reach the frame with no

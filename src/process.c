@@ -25,7 +25,8 @@
  *
  * Invariants (ptl__process_check): VADs sorted, disjoint, inside user space; every valid
  * user PTE lies in a VAD and is user-accessible; private_pages counts the valid private
- * PTEs; the current process is alive.
+ * PTEs and paged_out the PTEs that name page-file slots; the page file's slots in use are
+ * the live processes' paged-out pages; the current process is alive.
  */
 #include "internal.h"
 
@@ -644,7 +645,7 @@ int ptl__process_check(ptl_machine *m, FILE *why)
             continue;
         if (ptl__process_vads_check(m, p, why) != 0)
             return -1;
-        uint32_t private_valid = 0;
+        uint32_t private_valid = 0, in_pagefile = 0;
         for (uint32_t pdi = 0; pdi < (m->pte.system_start >> 22); pdi++) {
             uint32_t pde = (ptl__phys_words_ro(&m->phys, p->pd))[pdi];
             if (!(pde & PTL_PTE_VALID))
@@ -668,6 +669,7 @@ int ptl__process_check(ptl_machine *m, FILE *why)
                 if ((ptes[j] & PTL_PTE_VALID) && v->kind == PTL_VAD_PRIVATE &&
                     f < m->phys.ram_pages && m->phys.pfn[f].Use == PTL_USE_PRIVATE)
                     private_valid++;
+                in_pagefile += ptl__pte_in_pagefile(ptes[j]);
             }
         }
         if (private_valid != p->private_pages) {
@@ -675,6 +677,29 @@ int ptl__process_check(ptl_machine *m, FILE *why)
                     private_valid, p->private_pages);
             return -1;
         }
+        if (in_pagefile != p->paged_out) {
+            fprintf(why, "process %s: %u PTEs name page-file slots, counter says %u\n", p->name,
+                    in_pagefile, p->paged_out);
+            return -1;
+        }
+    }
+    return ptl__process_pagefile_check(m, why);
+}
+
+int ptl__process_pagefile_check(ptl_machine *m, FILE *why)
+{
+    /* every slot in use belongs to one paged-out page of a live process */
+    uint64_t paged = 0;
+    for (const ptl_process *p = m->procs.list; p; p = p->next)
+        if (!p->exited)
+            paged += p->paged_out;
+    const ptl__pagefile *pf = &m->procs.pagefile;
+    if (paged != pf->used || pf->used + pf->nfree != pf->nslots) {
+        fprintf(why,
+                "process: %llu pages paged out, the page file has %u slots in use "
+                "(%u slots, %u free)\n",
+                (unsigned long long)paged, pf->used, pf->nslots, pf->nfree);
+        return -1;
     }
     return 0;
 }

@@ -89,6 +89,8 @@ void ptl__process_decommit(struct ptl_process *p, uint32_t start, uint32_t end);
  * incremental twin). */
 int ptl__process_vads_check(struct ptl_machine *m, const struct ptl_process *p, FILE *why);
 int ptl__process_check(struct ptl_machine *m, FILE *why);
+/* The page file's slots in use are the live processes' paged-out pages (both checks). */
+int ptl__process_pagefile_check(struct ptl_machine *m, FILE *why);
 /* Convert a Win32 PAGE_ protection into an MM_ code; -1 when invalid. */
 int ptl__protect_from_win32(uint32_t page_protect);
 

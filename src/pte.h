@@ -28,6 +28,13 @@
 #define PTL_SWPTE_PFLOW_MASK  (0xFu << PTL_SWPTE_PFLOW_SHIFT)
 #define PTL_SWPTE_PROT(p)     (((uint32_t)(p) << PTL_SWPTE_PROT_SHIFT) & PTL_SWPTE_PROT_MASK)
 #define PTL_SWPTE_GET_PROT(x) (((x)&PTL_SWPTE_PROT_MASK) >> PTL_SWPTE_PROT_SHIFT)
+/* An invalid PTE that names a page-file slot (PageFileHigh != 0, neither prototype nor
+ * transition): the page is in the page file. */
+static inline int ptl__pte_in_pagefile(uint32_t pte)
+{
+    return !(pte & (PTL_PTE_VALID | PTL_PTE_PROTOTYPE | PTL_PTE_TRANSITION)) &&
+           (pte & PTL_PTE_FRAME_MASK) != 0;
+}
 
 /* NT's MM_ protection codes, stored in software PTEs. */
 enum {

@@ -480,6 +480,46 @@ static void test_never_used_frame_counts_are_checked(void **state)
     ptl_shutdown(m);
 }
 
+/* The page file: each process's paged-out counter against its page-file PTEs, and the
+ * slots in use against all the counters. A decommit that dropped a PTE without freeing
+ * its slot, or freed the slot and kept counting it, leaves one of these wrong. */
+static void test_pagefile_counts_are_checked(void **state)
+{
+    (void)state;
+    ptl_machine *m = boot(PTL_NT4_SP4, 0, 0);
+    ptl_process *app = ptl_process_create(m, "app.exe");
+    assert_non_null(app);
+    uint32_t va = ptl_user_alloc(app, 4 * 4096);
+    assert_true(va != 0);
+    uint8_t page[4096] = {1};
+    for (uint32_t i = 0; i < 4; i++)
+        assert_int_equal(ptl_user_write(app, va + i * 4096, page, sizeof page), 0);
+    assert_int_equal(ptl_process_swap_out(app), 4);
+    assert_int_equal(app->paged_out, 4);
+    assert_int_equal(m->procs.pagefile.used, 4);
+    assert_int_equal(both(m), 0);
+    app->paged_out = 3; /* a counter that lost a page */
+    if (both(m) == 0)
+        fail_msg("a wrong paged-out counter was not caught");
+    assert_non_null(strstr(ptl_error(), "page-file slots"));
+    app->paged_out = 4;
+    assert_int_equal(both(m), 0);
+    m->procs.pagefile.used = 5; /* a slot nobody names: leaked */
+    if (both(m) == 0)
+        fail_msg("a leaked page-file slot was not caught");
+    assert_non_null(strstr(ptl_error(), "page file has"));
+    m->procs.pagefile.used = 4;
+    assert_int_equal(both(m), 0);
+    /* reading a page back frees its slot */
+    assert_int_equal(ptl_user_read(app, va, page, sizeof page), 0);
+    assert_int_equal(m->procs.pagefile.used, 3);
+    assert_int_equal(both(m), 0);
+    assert_int_equal(ptl_process_exit(app, NULL), 0);
+    assert_int_equal(m->procs.pagefile.used, 0);
+    assert_int_equal(both(m), 0);
+    ptl_shutdown(m);
+}
+
 /* kd's e* commands write memory through ptl__phys_copy. kd refuses to edit page tables
  * and directories (their frames' use says so); what it may edit is caught all the same
  * when a broken PDE makes an ordinary frame a page table. */
@@ -643,6 +683,7 @@ int main(void)
         cmocka_unit_test(test_kd_edits),
         cmocka_unit_test(test_selfmap_writes_are_refused),
         cmocka_unit_test(test_random_corruption_agrees),
+        cmocka_unit_test(test_pagefile_counts_are_checked),
         cmocka_unit_test(test_native_walks_everything),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
