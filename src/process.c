@@ -525,26 +525,37 @@ uint32_t ptl_process_swap_out(ptl_process *p)
         ptl__vad *v = &p->vads[i];
         if (v->kind != PTL_VAD_PRIVATE)
             continue; /* adapter views and locked mappings are never paged */
-        for (uint32_t va = v->start; va < v->end; va += PTL_PAGE_SIZE) {
-            uint32_t pte;
-            if (ptl__pte_read(m, p->pd, va, &pte) != 0 || !(pte & PTL_PTE_VALID))
-                continue;
-            uint32_t pfn = pte >> PTL_PAGE_SHIFT;
-            if (m->phys.pfn[pfn].LockCount || m->phys.pfn[pfn].ShareCount > 1)
-                continue; /* locked for I/O or mapped elsewhere too: stays resident */
-            uint32_t slot = slot_alloc(&m->procs.pagefile);
-            if (!slot)
-                return written;
-            memcpy(m->procs.pagefile.slots[slot - 1], ptl__phys_frame_ro(&m->phys, pfn),
-                   PTL_PAGE_SIZE);
-            /* the page's own protection, from its commit, not the reservation's */
-            ptl__pte_write(m, p->pd, va,
-                           PTL_SWPTE_PROT(m->phys.pfn[pfn].OriginalProtection) |
-                               (slot << PTL_PAGE_SHIFT));
-            ptl__phys_release(&m->phys, pfn);
-            p->private_pages--;
-            p->paged_out++;
-            written++;
+        /* a page table at a time: an absent table is skipped whole, an invalid PTE costs a
+         * word's look */
+        for (uint64_t va = v->start; va < v->end;) {
+            uint64_t table_end = (va | (PTL_PDE_SPAN - 1)) + 1;
+            uint32_t stop = (uint32_t)(table_end < v->end ? table_end : v->end);
+            uint32_t pde = ptl__pde_read(m, p->pd, (uint32_t)va);
+            const uint32_t *ptes =
+                pde & PTL_PTE_VALID ? ptl__phys_words_ro(&m->phys, pde >> PTL_PAGE_SHIFT) : NULL;
+            for (uint32_t a = (uint32_t)va; ptes && a < stop; a += PTL_PAGE_SIZE) {
+                uint32_t pte = ptes[(a >> 12) & 0x3FF];
+                if (!(pte & PTL_PTE_VALID))
+                    continue;
+                uint32_t pfn = pte >> PTL_PAGE_SHIFT;
+                if (pfn >= m->phys.ram_pages || m->phys.pfn[pfn].LockCount ||
+                    m->phys.pfn[pfn].ShareCount > 1)
+                    continue; /* locked for I/O or mapped elsewhere too: stays resident */
+                uint32_t slot = slot_alloc(&m->procs.pagefile);
+                if (!slot)
+                    return written;
+                memcpy(m->procs.pagefile.slots[slot - 1], ptl__phys_frame_ro(&m->phys, pfn),
+                       PTL_PAGE_SIZE);
+                /* the page's own protection, from its commit, not the reservation's */
+                ptl__pte_write(m, p->pd, a,
+                               PTL_SWPTE_PROT(m->phys.pfn[pfn].OriginalProtection) |
+                                   (slot << PTL_PAGE_SHIFT));
+                ptl__phys_release(&m->phys, pfn);
+                p->private_pages--;
+                p->paged_out++;
+                written++;
+            }
+            va = stop;
         }
     }
     ptl__perf_event(m, PTL_EV_PROCESS, "process %s swapped out: %u pages to the page file", p->name,
