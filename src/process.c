@@ -343,9 +343,8 @@ static uint32_t slot_alloc(ptl__pagefile *pf)
     return slot;
 }
 
-/* Whether decommitting clears this PTE with no per-page bookkeeping: no page-file slot to
- * free and no private frame to release. Zero PTEs join the runs (rewriting a zero is
- * harmless, and cheaper than cutting a run at every gap). */
+/* Whether decommitting clears this nonzero PTE with no per-page bookkeeping: no page-file
+ * slot to free and no private frame to release. */
 static int clears_plainly(const ptl_machine *m, const ptl_process *p, uint32_t pte, int owns_frames)
 {
     if (pte & PTL_PTE_VALID) {
@@ -354,6 +353,27 @@ static int clears_plainly(const ptl_machine *m, const ptl_process *p, uint32_t p
                m->phys.pfn[pfn].Use != PTL_USE_PRIVATE || m->phys.pfn[pfn].OwnerPid != p->pid;
     }
     return (pte & (PTL_PTE_TRANSITION | PTL_PTE_PROTOTYPE)) || !(pte >> PTL_PAGE_SHIFT);
+}
+
+/* The end of the stretch from i (below n) of nonzero PTEs that clear plainly and are all
+ * valid or all invalid, like w[i]: demand-zero ones four at a time. A stretch of invalid
+ * PTEs then flushes no TLB entry, and a valid one flushes exactly its own, as the same
+ * PTEs written one by one would. */
+PTL_NO_COVERAGE static uint32_t plain_run_end(const ptl_machine *m, const ptl_process *p,
+                                              const uint32_t *w, uint32_t i, uint32_t n,
+                                              int owns_frames)
+{
+    const uint32_t valid = w[i] & PTL_PTE_VALID;
+    for (;;) {
+        while (!valid && i + 4 <= n && w[i] && w[i + 1] && w[i + 2] && w[i + 3] &&
+               ((w[i] | w[i + 1] | w[i + 2] | w[i + 3]) & (PTL_PTE_VALID | ~PTL_PAGE_MASK)) == 0)
+            i += 4;
+        if (i < n && w[i] && (w[i] & PTL_PTE_VALID) == valid &&
+            clears_plainly(m, p, w[i], owns_frames))
+            i++;
+        else
+            return i;
+    }
 }
 
 void ptl__process_decommit(ptl_process *p, uint32_t start, uint32_t end)
@@ -376,11 +396,13 @@ void ptl__process_decommit(ptl_process *p, uint32_t start, uint32_t end)
         const uint32_t *ptes = ptl__phys_words_ro(&m->phys, pde >> PTL_PAGE_SHIFT);
         uint32_t base = (uint32_t)va & ~(PTL_PDE_SPAN - 1), n = ((stop - 1 - base) >> 12) + 1;
         for (uint32_t i = ((uint32_t)va - base) >> 12; i < n;) {
-            /* zero and demand-zero PTEs first, four at a time; then the rarer plain ones */
-            uint32_t j = zero_run_end(ptes, i, n, PTL_PTE_VALID | ~PTL_PAGE_MASK);
-            while (j < n && clears_plainly(m, p, ptes[j], owns_frames))
-                j = zero_run_end(ptes, j + 1, n, PTL_PTE_VALID | ~PTL_PAGE_MASK);
+            uint32_t j = zero_run_end(ptes, i, n, ~0u); /* nothing to clear: no write */
+            if (j > i) {
+                i = j;
+                continue;
+            }
             uint32_t a = base + (i << 12);
+            j = plain_run_end(m, p, ptes, i, n, owns_frames);
             if (j > i) {
                 ptl__pte_write_run(m, p->pd, a, j - i, 0, 0);
                 i = j;

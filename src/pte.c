@@ -284,6 +284,10 @@ void ptl__pte_write_run(ptl_machine *m, uint32_t pd, uint32_t va, uint32_t n, ui
 {
     ptl__pte *pt = &m->pte;
     uint32_t value = first;
+    /* As ptl__pte_write: the TLB and the host mirror hear of the run only when an entry
+     * in it was or becomes valid (clearing demand-zero PTEs leaves cached translations of
+     * other address spaces alone). */
+    uint32_t any = first & PTL_PTE_VALID;
     for (uint32_t done = 0; done < n;) {
         uint32_t at = va + done * PTL_PAGE_SIZE;
         PTL_ASSERT((at >> 22) != PTL_PD_SELFMAP_INDEX);
@@ -298,6 +302,8 @@ void ptl__pte_write_run(ptl_machine *m, uint32_t pd, uint32_t va, uint32_t n, ui
         uint32_t table = pde >> PTL_PAGE_SHIFT, pte_va = PTL_PTE_VA(at);
         uint32_t *slot = &frame_words(m, table)[(at >> 12) & 0x3FF];
         const uint32_t ram = m->phys.ram_pages;
+        for (uint32_t i = 0; i < k && !any; i++)
+            any = slot[i] & PTL_PTE_VALID;
         /* Device memory (and clearing) needs no PFN reference for the new values, so the
          * common runs take a tight loop; only an old RAM mapping costs a call. */
         int plain =
@@ -322,9 +328,10 @@ void ptl__pte_write_run(ptl_machine *m, uint32_t pd, uint32_t va, uint32_t n, ui
         pt->writes += k; /* as k ptl__pte_write calls count */
         done += k;
     }
-    /* what the TLB and the host mirror hold of the run */
-    ptl__mmu_invalidate_range(m, va, n);
-    ptl__native_pte_run(m, pd, va, n, first, step);
+    if (any) { /* what the TLB and the host mirror hold of the run */
+        ptl__mmu_invalidate_range(m, va, n);
+        ptl__native_pte_run(m, pd, va, n, first, step);
+    }
 }
 
 uint32_t ptl__pte_make(uint32_t pfn, int writable, int user, int cache_type)
