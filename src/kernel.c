@@ -64,6 +64,11 @@ void ptl__kernel_free(ptl_machine *m)
         t->magic = 0;
         free(t);
     }
+    for (ptl_thread *t = m->kernel.exited_threads, *n; t; t = n) {
+        n = t->next;
+        t->magic = 0;
+        free(t);
+    }
     free(m->kernel.by_id);
     memset(&m->kernel, 0, sizeof m->kernel);
 }
@@ -336,8 +341,10 @@ ptl_thread *ptl_thread_create(ptl_machine *m, ptl_process *p)
         ptl__fail("the machine is stopped (0x%08X); no thread can be created", m->stop.info.code);
         return NULL;
     }
-    if (p && (!ptl__process_ok(p) || p->m != m))
+    if (p && (!ptl__process_ok(p) || p->m != m)) {
+        ptl__fail("ptl_thread_create: not a live process of this machine");
         return NULL;
+    }
     if (!p)
         p = m->procs.system;
     ptl__perf_tick(m);
@@ -382,29 +389,42 @@ static void thread_end(ptl_machine *m, ptl_thread *t)
     m->kernel.live_threads--;
 }
 
-void ptl_thread_exit(ptl_thread *t)
+/* End t if it still runs and take it off the live list. */
+static void thread_retire(ptl_machine *m, ptl_thread *t)
 {
-    if (!t || t->magic != PTL__THREAD_MAGIC) {
-        ptl__fail("ptl_thread_exit: not a thread handle");
-        return;
-    }
-    ptl_machine *m = t->m;
-    if (!ptl__machine_ok(m))
-        return;
-    if (t->magic == PTL__THREAD_MAGIC && !t->terminated && !m->stop.stopped) {
+    if (!t->terminated && !m->stop.stopped) {
         ptl__perf_tick(m);
         thread_end(m, t);
         ptl__perf_event(m, PTL_EV_THREAD, "thread 0x%x exited", t->tid);
     }
-    /* unlink and free the record */
     for (ptl_thread **pp = &m->kernel.threads; *pp; pp = &(*pp)->next) {
         if (*pp == t) {
             *pp = t->next;
             break;
         }
     }
-    t->magic = 0;
-    free(t);
+}
+
+void ptl_thread_exit(ptl_thread *t)
+{
+    if (!t || t->magic != PTL__THREAD_MAGIC) {
+        ptl__fail("ptl_thread_exit: not a thread handle");
+        return;
+    }
+    if (t->exited) {
+        ptl__fail("ptl_thread_exit: thread 0x%x has exited already", t->tid);
+        return;
+    }
+    ptl_machine *m = t->m;
+    if (!ptl__machine_ok(m))
+        return;
+    thread_retire(m, t);
+    /* The record stays until shutdown, so that the caller's handle can still be checked
+     * (a second exit is refused, not a use after free); it costs one small record per
+     * thread the harness created. */
+    t->exited = 1;
+    t->next = m->kernel.exited_threads;
+    m->kernel.exited_threads = t;
 }
 
 void ptl__kernel_process_exit(ptl_machine *m, ptl_process *p)
@@ -694,8 +714,9 @@ NTSTATUS PsCreateSystemThread(PHANDLE ThreadHandle, ULONG DesiredAccess,
     m->kernel.irql = irql;
     if (!creator->exited)
         ptl__process_switch(m, creator);
-    if (t->magic == PTL__THREAD_MAGIC)
-        ptl_thread_exit(t);
+    thread_retire(m, t); /* no handle to it left the DDI: free it now */
+    t->magic = 0;
+    free(t);
     return STATUS_SUCCESS;
 }
 

@@ -32,6 +32,7 @@ struct ptl_thread {
     uint32_t tid;
     uint32_t stack_run_va; /* the run: guard page, then the stack pages */
     int terminated;        /* its process exited: the stack is gone already */
+    int exited;            /* ptl_thread_exit ran: kept on exited_threads until shutdown */
     struct ptl_thread *next;
 };
 
@@ -46,7 +47,8 @@ typedef struct ptl__kernel {
     uint32_t ndrivers;
     struct ptl_driver **by_id; /* by_id[id - 1]: ids are load order, never reused */
     uint32_t by_id_cap;
-    struct ptl_thread *threads;
+    struct ptl_thread *threads;        /* live */
+    struct ptl_thread *exited_threads; /* the harness's exited handles, freed at shutdown */
     uint32_t next_tid;
     uint32_t live_threads;
     uint32_t dead_stacks[PTL_DEAD_STACKS_MAX]; /* cached stack runs (VA), reused first */

@@ -294,6 +294,17 @@ ptl_machine *ptl_boot(const ptl_config *cfg)
         ptl__fail("ptl_boot: no configuration");
         return NULL;
     }
+    if (cfg->syspte_policy != PTL_SYSPTE_FIRST_FIT_LOW &&
+        cfg->syspte_policy != PTL_SYSPTE_FIRST_FIT_HIGH) {
+        ptl__fail("ptl_boot: syspte_policy %d is neither PTL_SYSPTE_FIRST_FIT_LOW nor _HIGH",
+                  (int)cfg->syspte_policy);
+        return NULL;
+    }
+    if (cfg->native != PTL_NATIVE_AUTO && cfg->native != PTL_NATIVE_ON &&
+        cfg->native != PTL_NATIVE_OFF) {
+        ptl__fail("ptl_boot: native %d is not PTL_NATIVE_AUTO, _ON or _OFF", cfg->native);
+        return NULL;
+    }
     ptl_machine *m = ptl__xcalloc(1, sizeof *m);
     if (host_check(m) != 0) {
         free(m);
@@ -359,6 +370,10 @@ void ptl_shutdown(ptl_machine *m)
 {
     if (!m || m->magic != PTL__MACHINE_MAGIC)
         return;
+    if (m->frames) { /* driver code of this machine is running: its frames are in m */
+        ptl__fail("ptl_shutdown: the machine is inside a call; shut it down after the call");
+        return;
+    }
     if (ptl__tls_machine == m)
         ptl__tls_machine = NULL;
     machine_free(m);
@@ -430,6 +445,19 @@ int ptl_phys_write(ptl_machine *m, uint64_t pa, const void *buf, size_t n)
         return -1;
     if (!buf && n)
         return ptl__fail("ptl_phys_write: NULL buffer");
+    /* Page directories and tables are refused, as kd's e* refuses them: the model's
+     * bookkeeping (PFN counts, the pools' run maps) trusts what it wrote there, and a
+     * stray write would end in an internal assertion, not in NT's later STOP. */
+    for (uint64_t at = pa & ~(uint64_t)PTL_PAGE_MASK; n && at < pa + n && at < (4ull << 30);
+         at += PTL_PAGE_SIZE) {
+        uint64_t pfn = at >> PTL_PAGE_SHIFT;
+        if (pfn < m->phys.ram_pages && (m->phys.pfn[pfn].Use == PTL_USE_PAGE_DIRECTORY ||
+                                        m->phys.pfn[pfn].Use == PTL_USE_PAGE_TABLE))
+            return ptl__fail("ptl_phys_write: physical 0x%llx is in a %s (pfn 0x%llx); paging "
+                             "structures are not written from outside",
+                             (unsigned long long)at, ptl__frame_use_name(m->phys.pfn[pfn].Use),
+                             (unsigned long long)pfn);
+    }
     if (ptl__phys_copy(&m->phys, pa, (void *)(uintptr_t)buf, n, 1) != 0)
         return ptl__fail("physical range 0x%llx+0x%zx is not all RAM or adapter memory",
                          (unsigned long long)pa, n);

@@ -310,8 +310,11 @@ size_t ptl_event_count(const ptl_machine *m)
 
 int ptl_event_get(const ptl_machine *m, size_t i, ptl_event *out)
 {
-    if (!ptl__machine_ok(m) || !out || i >= m->perf.n)
+    if (!ptl__machine_ok(m))
         return -1;
+    if (!out || i >= m->perf.n)
+        return ptl__fail("ptl_event_get: %s",
+                         !out ? "no place for the event" : "no event at that index");
     const ptl__event *e = &m->perf.ev[i];
     out->seq = e->seq;
     out->tick = e->tick;
@@ -323,8 +326,12 @@ int ptl_event_get(const ptl_machine *m, size_t i, ptl_event *out)
 
 uint64_t ptl_event_count_type(const ptl_machine *m, const char *type)
 {
-    if (!ptl__machine_ok(m) || !type)
+    if (!ptl__machine_ok(m))
         return 0;
+    if (!type) {
+        ptl__fail("ptl_event_count_type: no type name");
+        return 0;
+    }
     for (int t = 0; t < PTL_EV_TYPES; t++)
         if (strcmp(type_names[t], type) == 0)
             return m->perf.count[t];
@@ -361,8 +368,10 @@ size_t ptl_timeline_count(const ptl_machine *m)
 
 int ptl_timeline_get(const ptl_machine *m, size_t i, uint64_t *tick, ptl_counters *out)
 {
-    if (!ptl__machine_ok(m) || i >= m->perf.nsamples)
+    if (!ptl__machine_ok(m))
         return -1;
+    if (i >= m->perf.nsamples)
+        return ptl__fail("ptl_timeline_get: no sample at that index");
     const ptl__sample *s = &m->perf.samples[i];
     if (tick)
         *tick = s->tick;
@@ -394,8 +403,10 @@ int ptl_perf_csv(const ptl_machine *m, FILE *out)
         "Available Bytes",
         "Committed Bytes",
     };
-    if (!ptl__machine_ok(m) || !out)
+    if (!ptl__machine_ok(m))
         return -1;
+    if (!out)
+        return ptl__fail("ptl_perf_csv: no output file");
     fprintf(out, "\"(PDH-CSV 4.0) (Coordinated Universal Time)(0)\"");
     for (int i = 0; i < PTL_COUNTERS; i++)
         fprintf(out, ",\"\\\\PTELAB\\Memory\\%s\"", names[i]);

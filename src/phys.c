@@ -335,6 +335,12 @@ int ptl__phys_add_aperture(ptl__phys *ph, const ptl__aperture *ap)
 
 int ptl__phys_copy(ptl__phys *ph, uint64_t pa, void *buf, size_t n, int write)
 {
+    /* all or nothing: every page of the range is RAM or an aperture before a byte moves */
+    if (n > PHYS_SPACE_BYTES || pa > PHYS_SPACE_BYTES - n)
+        return -1;
+    for (uint64_t at = pa & ~(uint64_t)PTL_PAGE_MASK; at < pa + n; at += PTL_PAGE_SIZE)
+        if (at >= PHYS_SPACE_BYTES || (!ptl__phys_is_ram(ph, at) && !ptl__phys_aperture_of(ph, at)))
+            return -1;
     uint8_t *p = buf;
     while (n > 0) {
         if (pa >= PHYS_SPACE_BYTES || (!ptl__phys_is_ram(ph, pa) && !ptl__phys_aperture_of(ph, pa)))

@@ -44,7 +44,8 @@ static char *to_text(const unsigned char *data, size_t len, size_t *out_len)
     }
     size_t skip = (len >= 3 && data[0] == 0xEF && data[1] == 0xBB && data[2] == 0xBF) ? 3 : 0;
     char *t = ptl__xcalloc(len - skip + 1, 1);
-    memcpy(t, data + skip, len - skip);
+    if (len > skip) /* data may be NULL when len is 0 */
+        memcpy(t, data + skip, len - skip);
     for (size_t i = 0; i < len - skip; i++)
         if (t[i] == '\0')
             t[i] = ' ';

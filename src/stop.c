@@ -25,6 +25,10 @@
     X(0x05, "INVALID_PROCESS_ATTACH_ATTEMPT",                                                      \
       "A thread attached to a process wrongly (at raised IRQL, twice, or unmatched).",             \
       "the process", "the process attached to now", "attach depth", "IRQL")                        \
+    X(0x06, "INVALID_PROCESS_DETACH_ATTEMPT",                                                      \
+      "KeUnstackDetachProcess without a matching KeStackAttachProcess, or with an APC state "      \
+      "that names no live process of this machine.",                                               \
+      "the APC state's process", "reserved", "attach depth", "reserved")                           \
     X(0x18, "REFERENCE_BY_POINTER", "An object's reference count went below zero.", "object type", \
       "the object", "reserved", "reserved")                                                        \
     X(0x09, "IRQL_NOT_GREATER_OR_EQUAL", "KeRaiseIrql was asked to lower the IRQL.",               \
@@ -221,10 +225,12 @@ void ptl_stop_print(const ptl_stop *stop, FILE *out)
 {
     if (!stop || !out)
         return;
-    fprintf(out, "*** STOP: 0x%08X (0x%08llX,0x%08llX,0x%08llX,0x%08llX)\n%s\n", stop->code,
+    /* the caller may have filled the struct itself: the name need not end in a NUL */
+    const char *name = stop->name[0] ? stop->name : ptl_bugcheck_name(stop->code);
+    int width = stop->name[0] ? (int)sizeof stop->name : (int)strlen(name);
+    fprintf(out, "*** STOP: 0x%08X (0x%08llX,0x%08llX,0x%08llX,0x%08llX)\n%.*s\n", stop->code,
             (unsigned long long)stop->param[0], (unsigned long long)stop->param[1],
-            (unsigned long long)stop->param[2], (unsigned long long)stop->param[3],
-            stop->name[0] ? stop->name : ptl_bugcheck_name(stop->code));
+            (unsigned long long)stop->param[2], (unsigned long long)stop->param[3], width, name);
 }
 
 static void bugcheck_v(ptl_machine *m, uint32_t code, uint64_t p1, uint64_t p2, uint64_t p3,

@@ -135,9 +135,15 @@ VOID KeUnstackDetachProcess(PRKAPC_STATE ApcState)
     ptl_machine *m = ptl__ddi_enter("KeUnstackDetachProcess");
     if (!ApcState || ApcState->Magic != APC_STATE_MAGIC || !ApcState->Attached ||
         m->kernel.attach_depth == 0)
-        ptl__bugcheck_why(m, 0x05, 0, 0, m->kernel.attach_depth, 0,
+        ptl__bugcheck_why(m, 0x06, 0, 0, m->kernel.attach_depth, 0,
                           "KeUnstackDetachProcess without a matching attach");
     ptl_process *back = (ptl_process *)(void *)ApcState->Process;
+    /* the state lives in driver memory: it may name a process of another machine (a
+     * state saved by an attach there) or one that is gone */
+    if (!back || back->magic != PTL__PROCESS_MAGIC || back->m != m)
+        ptl__bugcheck_why(m, 0x06, (uintptr_t)back & 0xFFFFFFFFu, 0, m->kernel.attach_depth, 0,
+                          "KeUnstackDetachProcess with an APC state that names no process of "
+                          "this machine");
     ApcState->Attached = 0;
     ApcState->Magic = 0;
     m->kernel.attach_depth--;

@@ -597,6 +597,73 @@ static void test_drivers(void **state)
     ptl_shutdown(m);
 }
 
+/* ---- harness misuse (a review's sweep of the API) -------------------------------------- */
+
+static void shutdown_inside(void *arg)
+{
+    ptl_shutdown(arg); /* refused: this call's frames live in the machine */
+}
+
+static void test_harness_misuse_is_refused(void **state)
+{
+    (void)state;
+    ptl_machine *m = boot_cfg(64, 0), *other = boot_cfg(64, 0);
+    ptl_process *theirs = ptl_process_create(other, "theirs.exe");
+    assert_non_null(theirs);
+    /* a second exit of a thread is refused, not a use after free */
+    ptl_thread *t = ptl_thread_create(m, NULL);
+    assert_non_null(t);
+    ptl_thread_exit(t);
+    ptl_thread_exit(t);
+    assert_non_null(strstr(ptl_error(), "exited already"));
+    check_ok(m);
+    /* a thread for another machine's process: NULL, with the reason */
+    assert_null(ptl_thread_create(m, theirs));
+    assert_non_null(strstr(ptl_error(), "not a live process of this machine"));
+    /* shutting a machine down from inside its own call is refused */
+    assert_int_equal(ptl_call(m, NULL, NULL, shutdown_inside, m, NULL), 0);
+    check_ok(m);
+    /* the event log's readers say why they return nothing */
+    ptl_event ev;
+    assert_int_equal(ptl_event_get(m, (size_t)-1, &ev), -1);
+    assert_non_null(strstr(ptl_error(), "no event"));
+    assert_int_equal(ptl_perf_csv(m, NULL), -1);
+    assert_non_null(strstr(ptl_error(), "no output"));
+    /* configuration values out of their enums */
+    ptl_config bad;
+    ptl_config_init(&bad);
+    bad.syspte_policy = (ptl_syspte_policy)7;
+    assert_null(ptl_boot(&bad));
+    assert_non_null(strstr(ptl_error(), "syspte_policy"));
+    ptl_config_init(&bad);
+    bad.native = -1;
+    assert_null(ptl_boot(&bad));
+    assert_non_null(strstr(ptl_error(), "native"));
+    /* a physical write that runs past RAM changes nothing */
+    uint64_t ram_end = (uint64_t)m->phys.ram_pages << 12;
+    uint32_t before = 0x11111111u, after = 0, ones = 0xFFFFFFFFu;
+    uint32_t pair[2] = {0xAAAAAAAAu, 0xBBBBBBBBu};
+    assert_int_equal(ptl_phys_write(m, ram_end - 4, &before, 4), 0);
+    assert_int_equal(ptl_phys_write(m, ram_end - 4, pair, 8), -1);
+    assert_int_equal(ptl_phys_read(m, ram_end - 4, &after, 4), 0);
+    assert_int_equal(after, before);
+    assert_int_equal(ptl_phys_write(m, ram_end - 4, &ones, SIZE_MAX), -1);
+    /* an empty text with no data is an empty registry file, not a NULL copy */
+    ptl_config cfg;
+    ptl_config_init(&cfg);
+    (void)ptl_registry_import_text(&cfg, NULL, 0, "empty");
+    /* a caller-filled stop whose name has no NUL prints within the name */
+    ptl_stop stop;
+    memset(&stop, 'A', sizeof stop);
+    stop.code = 0x50;
+    FILE *out = tmpfile();
+    assert_non_null(out);
+    ptl_stop_print(&stop, out);
+    fclose(out);
+    ptl_shutdown(other);
+    ptl_shutdown(m);
+}
+
 /* ---- kernel-mode faults ------------------------------------------------------------------- */
 
 typedef struct fault_ctx {
@@ -732,6 +799,7 @@ int main(void)
         cmocka_unit_test(test_threads),
         cmocka_unit_test(test_threads_exhaust),
         cmocka_unit_test(test_drivers),
+        cmocka_unit_test(test_harness_misuse_is_refused),
         cmocka_unit_test(test_user_fault_passive),
         cmocka_unit_test(test_user_fault_dpc),
     };

@@ -550,6 +550,49 @@ static void test_attach_reads_another_process(void **state)
     ptl_shutdown(r.m);
 }
 
+/* An APC state saved by an attach on machine A and handed to KeUnstackDetachProcess on
+ * machine B (after an attach there) names a process B does not have. B stops with
+ * INVALID_PROCESS_DETACH_ATTEMPT (0x06) instead of making A's process its current one,
+ * which a review found; A is untouched and still detaches its own state. */
+typedef struct cross_detach {
+    rig *a, *b;
+    KAPC_STATE saved_on_a;
+    uint32_t b_code;
+    PEPROCESS a_after;
+} cross_detach;
+
+static void detach_a_state_on_b(void *arg)
+{
+    cross_detach *c = arg;
+    KAPC_STATE own;
+    KeStackAttachProcess(ptl_process_eprocess(c->b->app), &own);
+    KeUnstackDetachProcess(&c->saved_on_a);
+}
+
+static void attach_on_a_detach_on_b(void *arg)
+{
+    cross_detach *c = arg;
+    KeStackAttachProcess(ptl_process_eprocess(c->a->app), &c->saved_on_a);
+    ptl_stop stop;
+    c->b_code = ptl_call(c->b->m, c->b->other, NULL, detach_a_state_on_b, c, &stop);
+    KeUnstackDetachProcess(&c->saved_on_a);
+    c->a_after = PsGetCurrentProcess();
+}
+
+static void test_detach_with_another_machines_state(void **state)
+{
+    (void)state;
+    rig a = boot_rig(PTL_WIN2000, 0), b = boot_rig(PTL_WIN2000, 0);
+    cross_detach c = {&a, &b, {0}, 0, NULL};
+    assert_int_equal(call(&a, a.other, attach_on_a_detach_on_b, &c), 0);
+    assert_int_equal(c.b_code, 0x06);
+    assert_ptr_equal(c.a_after, ptl_process_eprocess(a.other));
+    assert_int_equal(ptl_check(a.m), 0);
+    assert_int_equal(ptl_check_full(a.m), 0);
+    ptl_shutdown(a.m);
+    ptl_shutdown(b.m);
+}
+
 /* Two MmMapIoSpace mappings of one page with different attributes (a hazard, recorded);
  * unmapping the first leaves the second's attribute in force, which decides an XP view's
  * fate: a matching view maps, a conflicting one is refused. */
@@ -669,6 +712,7 @@ int main(void)
         cmocka_unit_test(test_process_exit_with_mdl_user_mapping),
         cmocka_unit_test(test_noncached_memory),
         cmocka_unit_test(test_attach_reads_another_process),
+        cmocka_unit_test(test_detach_with_another_machines_state),
         cmocka_unit_test(test_sizes_and_addresses_at_the_edges),
         cmocka_unit_test(test_unmap_keeps_the_other_attribute),
         cmocka_unit_test(test_most_recent_attribute_wins),

@@ -100,6 +100,8 @@ void ptl_shutdown(ptl_machine *m);
 
 int ptl_adapter_add(ptl_machine *m, INTERFACE_TYPE bus, ULONG bus_number, uint64_t bus_address,
                     uint64_t bytes); /* 0 or -1 */
+/* 0, or -1 + ptl_error() with nothing copied: a page of the range is neither RAM nor
+ * adapter memory, or (writes) is a page directory or page table, which kd's e* refuses too. */
 int ptl_phys_read(ptl_machine *m, uint64_t pa, void *buf, size_t n);
 int ptl_phys_write(ptl_machine *m, uint64_t pa, const void *buf, size_t n);
 
