@@ -998,9 +998,18 @@ static void machine_line(void)
         }
         fclose(f);
     }
+#ifndef PTELAB_LIB_BUILD_TYPE
+#define PTELAB_LIB_BUILD_TYPE ""
+#endif
+    /* the table's code is -O2 always, the library's is its build type: say which */
+    const char *type = PTELAB_LIB_BUILD_TYPE[0] ? PTELAB_LIB_BUILD_TYPE : "no build type (-O0)";
     printf("machine: %s, %ld cores online; %s run, median of %d runs per cell, "
-           "CLOCK_MONOTONIC\n\n",
-           model, sysconf(_SC_NPROCESSORS_ONLN), quick ? "quick" : "full", RUNS);
+           "CLOCK_MONOTONIC; library built as %s\n",
+           model, sysconf(_SC_NPROCESSORS_ONLN), quick ? "quick" : "full", RUNS, type);
+    if (!PTELAB_LIB_BUILD_TYPE[0] || strcmp(PTELAB_LIB_BUILD_TYPE, "Debug") == 0)
+        printf("warning: the library is not optimised; these figures are not the ones "
+               "docs/performance.md compares (make bench builds Release)\n");
+    printf("\n");
 }
 
 int ptl_bench_main(int argc, char **argv)
@@ -1011,6 +1020,14 @@ int ptl_bench_main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--quick") == 0) {
             quick = 1;
+        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            printf("usage: %s [--quick] [--only TEXT]\n"
+                   "  one table: the system PTE allocator's reference against the fast one,\n"
+                   "  the MMU and the mapping DDIs against native code (docs/performance.md)\n"
+                   "  --quick      shorter runs, the same rows\n"
+                   "  --only TEXT  just the rows whose name contains TEXT\n",
+                   argv[0]);
+            return fflush(stdout) == 0 && !ferror(stdout) ? 0 : 70;
         } else if (strcmp(argv[i], "--only") == 0) {
             if (i + 1 >= argc) {
                 fprintf(stderr, "%s: --only needs the text of a row's name\n", argv[0]);

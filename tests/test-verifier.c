@@ -277,22 +277,30 @@ typedef struct sample_result {
     int failures_seen;
 } sample_result;
 
-/* A well-written driver: maps a register window, builds an MDL for it and maps it into
- * the application; on any failure it unwinds what it had and returns. */
+/* A well-written driver: allocates its device extension from nonpaged pool, maps a
+ * register window, builds an MDL for it and maps it into the application; on any failure
+ * it unwinds what it had and returns. */
 static void sample_driver(void *arg)
 {
     sample_result *res = arg;
+    PVOID ext = ExAllocatePoolWithTag(NonPagedPool, 256, 'txeS');
+    if (!ext) {
+        res->failures_seen++;
+        return;
+    }
     PHYSICAL_ADDRESS pa;
     pa.QuadPart = ADAPTER;
     PVOID regs = MmMapIoSpace(pa, 2 * PAGE_SIZE, MmNonCached);
     if (!regs) {
         res->failures_seen++;
+        ExFreePoolWithTag(ext, 'txeS');
         return;
     }
     PVOID dma = MmAllocateNonCachedMemory(PAGE_SIZE);
     if (!dma) {
         res->failures_seen++;
         MmUnmapIoSpace(regs, 2 * PAGE_SIZE);
+        ExFreePoolWithTag(ext, 'txeS');
         return;
     }
     PMDL mdl = IoAllocateMdl(regs, 2 * PAGE_SIZE, FALSE, FALSE, NULL);
@@ -300,6 +308,7 @@ static void sample_driver(void *arg)
         res->failures_seen++;
         MmFreeNonCachedMemory(dma, PAGE_SIZE);
         MmUnmapIoSpace(regs, 2 * PAGE_SIZE);
+        ExFreePoolWithTag(ext, 'txeS');
         return;
     }
     MmBuildMdlForNonPagedPool(mdl);
@@ -320,17 +329,18 @@ static void sample_driver(void *arg)
     IoFreeMdl(mdl);
     MmFreeNonCachedMemory(dma, PAGE_SIZE);
     MmUnmapIoSpace(regs, 2 * PAGE_SIZE);
+    ExFreePoolWithTag(ext, 'txeS');
     res->completed = 1;
 }
 
 static void test_fault_injection_every_path(void **state)
 {
     (void)state;
-    int clean_run = 0;
-    for (uint32_t nth = 1; nth <= 8 && !clean_run; nth++) {
+    int clean_run = 0, runs = 0;
+    for (uint32_t nth = 1; nth <= 8 && !clean_run; nth++, runs++) {
         ptl_config cfg;
         ptl_config_init(&cfg);
-        cfg.fault_inject_kinds = PTL_FAULT_SYSPTES | PTL_FAULT_MDL;
+        cfg.fault_inject_kinds = PTL_FAULT_SYSPTES | PTL_FAULT_POOL | PTL_FAULT_MDL;
         cfg.fault_inject_nth = nth;
         ptl_machine *m = ptl_boot(&cfg);
         assert_non_null(m);
@@ -353,9 +363,10 @@ static void test_fault_injection_every_path(void **state)
             assert_int_equal(res.failures_seen, 1);
         ptl_shutdown(m);
     }
-    /* allocations: the I/O mapping, the noncached memory, the MDL; the user mapping takes
-     * no system PTEs; so the fourth run is the first without a failure */
+    /* allocations: the pool block, the I/O mapping, the noncached memory, the MDL; the
+     * user mapping takes no system PTEs; so the fifth run is the first without a failure */
     assert_true(clean_run);
+    assert_int_equal(runs, 5);
 }
 
 static void test_fault_injection_random_is_seeded(void **state)

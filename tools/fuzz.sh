@@ -14,7 +14,11 @@ runs=${FUZZ_RUNS:+-runs=$FUZZ_RUNS}
 src="$(cd "$(dirname "$0")/.." && pwd)"
 status=0
 for t in $targets; do
-    [ -x "$build/fuzz/$t" ] || continue
+    if [ ! -x "$build/fuzz/$t" ]; then
+        echo "fuzz: $t: no such target in $build/fuzz (built with -DPTELAB_FUZZ=ON?)" >&2
+        status=1
+        continue
+    fi
     name=${t#fuzz_}
     work="$build/corpus/$name"
     mkdir -p "$work" "$build/artifacts"

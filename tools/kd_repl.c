@@ -86,7 +86,7 @@ int ptl_cli_kd_session(ptl_machine *m, const char *commands)
             return 1;
         run_line(m, copy, 1, &failed);
         free(copy);
-        return failed;
+        return failed ? 65 : 0; /* a command kd refused is bad data */
     }
     if (isatty(STDIN_FILENO))
         return interactive(m);
@@ -108,5 +108,5 @@ int ptl_cli_kd_session(ptl_machine *m, const char *commands)
         fprintf(stderr, "ptelab: kd: cannot read the commands: %s\n", strerror(errno));
         return 65;
     }
-    return failed;
+    return failed ? 65 : 0;
 }

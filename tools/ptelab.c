@@ -61,7 +61,8 @@ static const char usage_text[] =
     "  --help, --version\n"
     "\n"
     "Numbers are decimal, or hexadecimal after 0x. Exit status: 0 done, 64 usage, 65 data\n"
-    "(a configuration the machine refuses, a file that does not parse), 70 an output that\n"
+    "(a configuration the machine refuses, a file that does not parse, a kd command kd\n"
+    "refused), 70 an output that\n"
     "cannot be written; run and plan say more in their --help.\n";
 
 static int usage_error(const char *fmt, const char *arg)
