@@ -220,6 +220,49 @@ static void test_verifier_zero_byte_allocation(void **state)
     ptl_shutdown(m);
 }
 
+/* Paged pool above APC_LEVEL (0x01), nonpaged pool above DISPATCH_LEVEL (0x02): the IRQL
+ * rules of the allocators, with the IRQL, the pool type and the size as parameters. */
+typedef struct irql_alloc {
+    KIRQL irql;
+    POOL_TYPE type;
+} irql_alloc;
+
+static void alloc_at_irql(void *arg)
+{
+    irql_alloc *a = arg;
+    KIRQL old;
+    KeRaiseIrql(a->irql, &old);
+    ExAllocatePool(a->type, 40);
+    KeLowerIrql(old);
+}
+
+static void test_verifier_pool_irql(void **state)
+{
+    (void)state;
+    static const struct {
+        KIRQL irql;
+        POOL_TYPE type;
+        uint32_t code, sub;
+    } cases[] = {
+        {DISPATCH_LEVEL, PagedPool, 0xC4, 0x01},
+        {DISPATCH_LEVEL, NonPagedPool, 0, 0}, /* allowed */
+        {HIGH_LEVEL, NonPagedPool, 0xC4, 0x02},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        ptl_machine *m = boot(1);
+        irql_alloc a = {cases[i].irql, cases[i].type};
+        ptl_stop stop;
+        assert_int_equal(ptl_call(m, NULL, NULL, alloc_at_irql, &a, &stop), cases[i].code);
+        if (cases[i].code) {
+            assert_int_equal(stop.param[0], cases[i].sub);
+            assert_int_equal(stop.param[1], cases[i].irql);
+            assert_int_equal(stop.param[2], cases[i].type);
+            assert_int_equal(stop.param[3], 40);
+        }
+        ptl_shutdown(m);
+    }
+}
+
 /* ---- period code: __try/__except, probes, identity ---------------------------------------- */
 
 typedef struct period_ctx {
@@ -321,6 +364,7 @@ int main(void)
         cmocka_unit_test(test_must_succeed_stop),
         cmocka_unit_test(test_bad_frees),
         cmocka_unit_test(test_verifier_zero_byte_allocation),
+        cmocka_unit_test(test_verifier_pool_irql),
         cmocka_unit_test(test_period_driver_code),
         cmocka_unit_test(test_kd_pool_commands),
     };

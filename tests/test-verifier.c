@@ -162,6 +162,13 @@ static void misuse_body(void *arg)
     case 0x7C: /* unlock of pages never locked */
         MmUnlockPages(mdl);
         break;
+    case 0x7D: { /* unlock of an MDL built for nonpaged pool: nothing was locked */
+        PVOID block = ExAllocatePoolWithTag(NonPagedPool, PAGE_SIZE, 'ldmN');
+        PMDL pool_mdl = IoAllocateMdl(block, PAGE_SIZE, FALSE, FALSE, NULL);
+        MmBuildMdlForNonPagedPool(pool_mdl);
+        MmUnlockPages(pool_mdl);
+        break;
+    }
     case 0x01: /* unmap with an MDL that is not mapped, at another MDL's mapping */
         MmProbeAndLockPages(mdl, KernelMode, IoReadAccess);
         MmProbeAndLockPages(other, KernelMode, IoReadAccess);
@@ -219,6 +226,7 @@ static void test_mdl_and_pte_misuse(void **state)
     expect_stop(0xB0, 0xC4, 0xB0);
     expect_stop(0xB2, 0xC4, 0xB2);
     expect_stop(0x7C, 0xC4, 0x7C);
+    expect_stop(0x7D, 0xC4, 0x7D);
     expect_stop(0x01, 0xDA, 0x01);
     expect_stop(0x02, 0xDA, 0x02);
     expect_stop(0x03, 0xDA, 0x03);
