@@ -148,6 +148,35 @@ int ptl__parse_size_bytes(const char *s, double *bytes)
     return 0;
 }
 
+int ptl_fault_kinds_parse(const char *list, uint32_t *kinds)
+{
+    if (!list || !kinds)
+        return ptl__fail("ptl_fault_kinds_parse: no list");
+    static const struct {
+        const char *name;
+        uint32_t bits;
+    } names[] = {{"syspte", PTL_FAULT_SYSPTES},
+                 {"pool", PTL_FAULT_POOL},
+                 {"mdl", PTL_FAULT_MDL},
+                 {"all", PTL_FAULT_SYSPTES | PTL_FAULT_POOL | PTL_FAULT_MDL}};
+    uint32_t bits = 0;
+    for (const char *p = list; *p;) {
+        size_t n = strcspn(p, ",");
+        size_t i = 0;
+        while (i < sizeof names / sizeof names[0] &&
+               (strlen(names[i].name) != n || strncmp(names[i].name, p, n) != 0))
+            i++;
+        if (i == sizeof names / sizeof names[0])
+            return ptl__fail("fault kinds: '%.*s' is not syspte, pool, mdl or all", (int)n, p);
+        bits |= names[i].bits;
+        p += n + (p[n] == ',');
+    }
+    if (!bits)
+        return ptl__fail("fault kinds: the list is empty");
+    *kinds = bits;
+    return 0;
+}
+
 uint64_t ptl_parse_size(const char *s)
 {
     double v;

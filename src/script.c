@@ -393,8 +393,10 @@ static int field(lua_State *L, const char *k)
 }
 
 static const char *const boot_fields[] = {
-    "ram", "profile", "system_pages",    "boot_3gb",           "userva", "track_ptes", "verifier",
-    "reg", "seed",    "paged_pool_size", "nonpaged_pool_size", "policy", NULL};
+    "ram",      "profile",         "system_pages",       "boot_3gb",
+    "userva",   "track_ptes",      "verifier",           "reg",
+    "seed",     "paged_pool_size", "nonpaged_pool_size", "policy",
+    "fail_nth", "fail_ppm",        "fail_kinds",         NULL};
 
 static int l_boot(lua_State *L)
 {
@@ -417,6 +419,10 @@ static int l_boot(lua_State *L)
     ptl_config cfg;
     ptl_config_init(&cfg);
     cfg.seed = r->opts.seed;
+    cfg.verifier = r->opts.verifier;
+    cfg.fault_inject_nth = r->opts.fault_nth;
+    cfg.fault_inject_ppm = r->opts.fault_ppm;
+    cfg.fault_inject_kinds = r->opts.fault_kinds;
     if (r->opts.reg_path && ptl_registry_import(&cfg, r->opts.reg_path) != 0)
         return luaL_error(L, "ptl.boot: %s", ptl_error());
     if (field(L, "reg")) {
@@ -484,6 +490,24 @@ static int l_boot(lua_State *L)
         cfg.nonpaged_pool_size = check_u32(L, -1);
         lua_pop(L, 1);
     }
+    if (field(L, "fail_nth")) {
+        cfg.fault_inject_nth = check_u32(L, -1);
+        lua_pop(L, 1);
+    }
+    if (field(L, "fail_ppm")) {
+        cfg.fault_inject_ppm = check_u32(L, -1);
+        if (cfg.fault_inject_ppm > 1000000)
+            return luaL_error(L, "ptl.boot: fail_ppm %I is more than a million",
+                              (lua_Integer)cfg.fault_inject_ppm);
+        lua_pop(L, 1);
+    }
+    if (field(L, "fail_kinds")) {
+        if (ptl_fault_kinds_parse(luaL_checkstring(L, -1), &cfg.fault_inject_kinds) != 0)
+            return luaL_error(L, "ptl.boot: %s", ptl_error());
+        lua_pop(L, 1);
+    }
+    if ((cfg.fault_inject_nth || cfg.fault_inject_ppm) && !cfg.fault_inject_kinds)
+        cfg.fault_inject_kinds = PTL_FAULT_SYSPTES | PTL_FAULT_POOL | PTL_FAULT_MDL;
     if (field(L, "policy")) {
         const char *p = luaL_checkstring(L, -1);
         if (strcmp(p, "low") == 0)

@@ -25,6 +25,10 @@ typedef struct ptl_script_opts {
     int profile;             /* ptl_profile overriding every ptl.boot's profile; -1 none */
     uint64_t seed;           /* ptl_config.seed of every machine (a boot's seed= wins) */
     int verbose;             /* echo events to stderr as they happen */
+    /* Applied to every ptl.boot before its own fields (which win): Driver Verifier on, and
+     * fault injection (ptl_config's fault_inject_*; kinds 0 with nth or ppm set: all). */
+    int verifier;
+    uint32_t fault_kinds, fault_nth, fault_ppm;
     /* Out: what the script returned (its first return value), rendered as text: a table
      * becomes "key=value" lines sorted by key, anything else tostring(). Allocated with
      * malloc into *result when result is not NULL (the caller frees); NULL when the script

@@ -344,6 +344,33 @@ static outcome run_sandboxed(const char *text, uint64_t max_machine_ram)
     return o;
 }
 
+/* ptl.boot's fault-injection fields, and the runner's defaults that they override. */
+static void test_boot_fault_fields(void **state)
+{
+    (void)state;
+    static const char text[] =
+        "local m = ptl.boot{ram = '64M', fail_nth = 1, fail_kinds = 'mdl'}\n"
+        "m:adapter('PCIBus', 0, 0xE0000000, 1024 * 1024)\n"
+        "local d = assert(m:driver('s.sys', 8192))\n"
+        "local code, va, mdl = m:call(nil, d, function()\n"
+        "  local va = MmMapIoSpace(0xE0000000, 4096, MmNonCached)\n"
+        "  return va, IoAllocateMdl(va, 4096)\n"
+        "end)\n"
+        "return (va and 'map' or 'nomap') .. ',' .. (mdl and 'mdl' or 'nomdl')";
+    outcome o = run_sandboxed(text, 0);
+    assert_int_equal(o.rc, PTL_SCRIPT_OK);
+    assert_has(o.result, "map,nomdl");
+    outcome_free(&o);
+    o = run_sandboxed("ptl.boot{fail_kinds = 'disk'}", 0);
+    assert_int_equal(o.rc, PTL_SCRIPT_LUA_ERROR);
+    assert_has(o.error, "'disk' is not syspte, pool, mdl or all");
+    outcome_free(&o);
+    o = run_sandboxed("ptl.boot{fail_ppm = 2000000}", 0);
+    assert_int_equal(o.rc, PTL_SCRIPT_LUA_ERROR);
+    assert_has(o.error, "more than a million");
+    outcome_free(&o);
+}
+
 static void test_sandbox_bounds(void **state)
 {
     (void)state;
@@ -459,6 +486,7 @@ int main(void)
         cmocka_unit_test(test_try_catches_exception),
         cmocka_unit_test(test_exception_rethrown_past_try),
         cmocka_unit_test(test_sandbox_bounds),
+        cmocka_unit_test(test_boot_fault_fields),
         cmocka_unit_test(test_scenario_terminal_server),
         cmocka_unit_test(test_scenario_framebuffer),
         cmocka_unit_test(test_scenario_3gb),

@@ -45,7 +45,8 @@ static const char usage_text[] =
     "  bench [--quick]      the performance table: allocators, MMU, mapping (docs/performance.md)\n"
     "                       [--only TEXT] runs the rows whose name contains TEXT\n"
     "\n"
-    "machine options (layout, kd):\n"
+    "machine options (layout, kd; run takes --verifier, --fail-*, --profile, --seed and\n"
+    "--reg for every machine its scenario boots):\n"
     "  --ram SIZE           RAM, e.g. 64M, 512M, 3584M, 3.5G (default 64M)\n"
     "  --system-pages N     registry SystemPages: 0 computed, max, or a count\n"
     "  --3gb                boot with /3GB\n"
@@ -56,6 +57,7 @@ static const char usage_text[] =
     "  --track-ptes         registry TrackPtes = 1\n"
     "  --fail-nth N         fault injection: fail the Nth allocation\n"
     "  --fail-ppm N         fault injection: fail each allocation with probability N/1e6\n"
+    "  --fail-kinds LIST    the kinds that fail: syspte, pool, mdl (comma-separated; all)\n"
     "  --seed N             seed for randomised behaviour\n"
     "\n"
     "  --help, --version\n"
@@ -102,7 +104,7 @@ static int machine_option(int argc, char **argv, int *i, ptl_config *cfg)
     }
     if (strcmp(a, "--ram") && strcmp(a, "--system-pages") && strcmp(a, "--userva") &&
         strcmp(a, "--profile") && strcmp(a, "--reg") && strcmp(a, "--fail-nth") &&
-        strcmp(a, "--fail-ppm") && strcmp(a, "--seed"))
+        strcmp(a, "--fail-ppm") && strcmp(a, "--fail-kinds") && strcmp(a, "--seed"))
         return 0;
     if (!val) {
         usage_error("%s needs a value", a);
@@ -127,6 +129,11 @@ static int machine_option(int argc, char **argv, int *i, ptl_config *cfg)
             fprintf(stderr, "ptelab: %s\n", ptl_error());
             return -2; /* a data error */
         }
+    } else if (strcmp(a, "--fail-kinds") == 0) {
+        if (ptl_fault_kinds_parse(val, &cfg->fault_inject_kinds) != 0) {
+            usage_error("%s", ptl_error());
+            return -1;
+        }
     } else if (strcmp(a, "--fail-nth") == 0 || strcmp(a, "--fail-ppm") == 0) {
         uint32_t v;
         int ppm = a[7] == 'p';
@@ -136,7 +143,8 @@ static int machine_option(int argc, char **argv, int *i, ptl_config *cfg)
                         a);
             return -1;
         }
-        cfg->fault_inject_kinds = PTL_FAULT_SYSPTES | PTL_FAULT_POOL | PTL_FAULT_MDL;
+        if (!cfg->fault_inject_kinds) /* --fail-kinds, before or after, narrows it */
+            cfg->fault_inject_kinds = PTL_FAULT_SYSPTES | PTL_FAULT_POOL | PTL_FAULT_MDL;
         if (a[7] == 'n')
             cfg->fault_inject_nth = v;
         else

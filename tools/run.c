@@ -20,10 +20,16 @@
 static const char run_usage[] =
     "usage: ptelab run SCRIPT.lua [--report OUT.html] [--csv PERF.csv] [--reg FILE.reg]\n"
     "                  [--profile nt4sp3|nt4sp4|win2000|winxp] [--seed N] [--sandbox] [-v]\n"
+    "                  [--verifier] [--fail-nth N | --fail-ppm N] [--fail-kinds LIST]\n"
     "\n"
+
     "Runs a Lua scenario (scenarios/*.lua). Exit status: 0 done, 1 Lua error, 2 the\n"
     "scenario ended in a STOP (the report and CSV are still written), 64 usage, 65 data,\n"
     "70 the report or CSV could not be written.\n"
+    "\n"    "--verifier turns Driver Verifier on, and --fail-nth/--fail-ppm inject allocation\n"
+    "failures (the Nth, or N per million, seeded by --seed) of LIST's kinds (syspte, pool,\n"
+    "mdl, comma-separated; all by default), in every machine the scenario boots unless its\n"
+    "ptl.boot{} says otherwise (verifier=, fail_nth=, fail_ppm=, fail_kinds=).\n"
     "\n"
     "--sandbox runs a scenario you do not trust: no io, os, package, load or require and\n"
     "no host files named from the script; at most 10^9 Lua instructions, 256 MB of Lua\n"
@@ -50,6 +56,32 @@ int ptl_cli_run(int argc, char **argv)
         }
         if (strcmp(a, "-v") == 0 || strcmp(a, "--verbose") == 0) {
             opts.verbose = 1;
+            continue;
+        }
+        if (strcmp(a, "--verifier") == 0) {
+            opts.verifier = 1;
+            continue;
+        }
+        if (strcmp(a, "--fail-nth") == 0 || strcmp(a, "--fail-ppm") == 0 ||
+            strcmp(a, "--fail-kinds") == 0) {
+            if (i + 1 >= argc)
+                return run_usage_error("%s needs a value", a);
+            const char *val = argv[++i];
+            uint64_t v = 0;
+            if (strcmp(a, "--fail-kinds") == 0) {
+                if (ptl_fault_kinds_parse(val, &opts.fault_kinds) != 0)
+                    return run_usage_error("%s", ptl_error());
+            } else if (ptl_cli_parse_u64(val, &v) != 0 || v == 0 ||
+                       v > (a[7] == 'p' ? 1000000u : 0xFFFFFFFFu)) {
+                return run_usage_error(a[7] == 'p'
+                                           ? "%s needs a number of failures per million, 1..1000000"
+                                           : "%s needs a count from 1 (the Nth allocation fails)",
+                                       a);
+            } else if (a[7] == 'n') {
+                opts.fault_nth = (uint32_t)v;
+            } else {
+                opts.fault_ppm = (uint32_t)v;
+            }
             continue;
         }
         if (strcmp(a, "--sandbox") == 0) {

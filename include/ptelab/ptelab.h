@@ -86,6 +86,9 @@ int ptl_native(const ptl_machine *m);
 #define PTL_FAULT_SYSPTES 0x1u /* system PTE reservations (mappings, stacks, images) */
 #define PTL_FAULT_POOL    0x2u /* pool allocations */
 #define PTL_FAULT_MDL     0x4u /* IoAllocateMdl */
+/* "syspte", "pool" and "mdl", separated by commas (or "all"), to PTL_FAULT_* bits: 0 and
+ * *kinds, or -1 + ptl_error() naming the word it does not know. */
+int ptl_fault_kinds_parse(const char *list, uint32_t *kinds);
 
 typedef struct ptl_stop {
     uint32_t code;
