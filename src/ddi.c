@@ -30,10 +30,12 @@ ptl_machine *ptl__driver_context(const char *name)
     return m;
 }
 
-ptl_machine *ptl__ddi_enter(const char *name)
+ptl_machine *ptl__ddi_enter_at(const char *name, const void *caller)
 {
     ptl_machine *m = ptl__driver_context(name);
     ptl__perf_tick(m);
+    m->verifier.ddi = name;
+    m->verifier.caller = caller;
     return m;
 }
 

@@ -123,7 +123,11 @@ bool ptl__overlaps_island(const ptl_machine *m, uint32_t start, uint32_t end);
 /* Every DDI starts here: the machine ptl_call made current (a DDI outside driver code is
  * a harness misuse: message and abort), a STOP re-landed on a machine that already
  * stopped, and one tick of the simulated clock (ddi.c). */
-ptl_machine *ptl__ddi_enter(const char *name);
+/* Every DDI begins here: the machine of the calling thread, one clock tick, and where the
+ * driver called from (its return address: the verifier's call site). A macro, so that the
+ * address is the DDI's own return address into the driver. */
+ptl_machine *ptl__ddi_enter_at(const char *name, const void *caller);
+#define ptl__ddi_enter(name) ptl__ddi_enter_at((name), __builtin_return_address(0))
 /* The same without the tick: what HAL macros and the thread DDIs that keep their own
  * clock rules use. */
 ptl_machine *ptl__driver_context(const char *name);

@@ -304,6 +304,7 @@ static void machine_free(ptl_machine *m)
     ptl__native_stop(m);
     ptl__pools_free(m);
     ptl__mdls_free(m);
+    ptl__verifier_free(m);
     ptl__objects_free(m);
     ptl__cache_free(m);
     ptl__kernel_free(m);

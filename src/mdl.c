@@ -129,6 +129,7 @@ PMDL IoAllocateMdl(PVOID VirtualAddress, ULONG Length, BOOLEAN SecondaryBuffer, 
     mdl->ByteCount = Length;
     ptl__mdlrec *r = rec_of(m, mdl);
     r->allocated = 1;
+    r->site = ptl__verifier_site(m);
     m->mdls.allocated++;
     m->mdls.pool_bytes += (uint16_t)mdl->Size;
     return mdl;

@@ -19,6 +19,7 @@ typedef struct ptl__usermap {
 typedef struct ptl__mdlrec {
     void *mdl;           /* the driver's PMDL */
     uint32_t driver;     /* who allocated or first used it */
+    uint32_t site;       /* the verifier's call site of its allocation (0: none) */
     int allocated;       /* by IoAllocateMdl: IoFreeMdl may free it */
     uint32_t pages;      /* span of the described buffer */
     ptl__usermap *users; /* its user-space mappings, live and orphaned */

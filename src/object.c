@@ -362,7 +362,8 @@ NTSTATUS ZwMapViewOfSection(HANDLE SectionHandle, HANDLE ProcessHandle, PVOID *B
         o->views = ptl__xrealloc(o->views, o->views_cap * sizeof *o->views);
     }
     o->views[o->nviews++] = (ptl__view){
-        o->next_view_id++, p, va, (uint32_t)size, rounded, cache, m->kernel.current_driver, 0};
+        o->next_view_id++,     p, va, (uint32_t)size, rounded, cache, m->kernel.current_driver,
+        ptl__verifier_site(m), 0};
     o->views_mapped++;
     *BaseAddress = (PVOID)(uintptr_t)va;
     *ViewSize = (SIZE_T)size;

@@ -26,6 +26,7 @@ typedef struct ptl__view {
     uint64_t pa;        /* physical address of the first page */
     int cache;
     uint32_t driver;
+    uint32_t site;   /* the verifier's call site of its mapping (0: none) */
     uint8_t checked; /* the last incremental check found its PTEs right */
 } ptl__view;
 

@@ -303,6 +303,7 @@ static PVOID pool_alloc(ptl_machine *m, POOL_TYPE type, SIZE_T bytes, uint32_t t
     b->tag = tag;
     b->paged = paged;
     b->driver = m->kernel.current_driver;
+    b->site = ptl__verifier_site(m);
     ptl__ptrmap_put(&pl->blocks, (const void *)(uintptr_t)b->data, b);
     ptl__ptrmap_del(&pl->freed, (const void *)(uintptr_t)b->data);
     if (!big)

@@ -16,6 +16,7 @@ typedef struct ptl__poolblock {
     uint32_t tag;
     int paged;
     uint32_t driver;
+    uint32_t site; /* the verifier's call site of its allocation (0: none) */
 } ptl__poolblock;
 
 typedef struct ptl__pooltag {

@@ -212,6 +212,13 @@ static void guarded_ddi(lua_State *L, ptl_machine *m, void (*fn)(void *), void *
     volatile int caught = 0;
     volatile uint32_t status = 0;
     const int want_try = r->try_depth > 0;
+    /* the verifier's call site: the scenario's line, not the runner's address */
+    char where[48] = "";
+    lua_Debug ar;
+    if (m->cfg.verifier && lua_getstack(L, 1, &ar) && lua_getinfo(L, "Sl", &ar) &&
+        ar.currentline > 0)
+        snprintf(where, sizeof where, "%.36s:%d", ar.short_src, ar.currentline);
+    m->verifier.where = where[0] ? where : NULL;
     ptl__frame f;
     if (ptl__enter(m, &f) && setjmp(f.jb) == 0) {
         if (want_try) {
@@ -229,6 +236,7 @@ static void guarded_ddi(lua_State *L, ptl_machine *m, void (*fn)(void *), void *
         }
     }
     ptl__leave(m, &f);
+    m->verifier.where = NULL;
     if (m->stop.stopped)
         raise_stop(L, m);
     if (caught)

@@ -139,6 +139,14 @@ uint32_t ptl__syspte_reserve(ptl_machine *m, int type, uint32_t n, ptl__pte_kind
     for (uint32_t have = 1; have < n; have *= 2) /* copies of copies: memcpy's wide stores */
         memcpy(&info[have], info, (have < n - have ? have : n - have) * sizeof *info);
     info->run_len = n;
+    uint32_t site = type < 2 ? ptl__verifier_site(m) : 0;
+    if (site || (type < 2 && m->verifier.syspte_site[type])) {
+        /* where the run was asked for, for the verifier's leak reports */
+        uint32_t **sites = &m->verifier.syspte_site[type];
+        if (!*sites)
+            *sites = ptl__xcalloc(p->total ? p->total : 1, sizeof **sites);
+        (*sites)[start] = site;
+    }
     ptl__icheck_sysptes_changed(m, type, (uint32_t)start, n);
     uint32_t used = p->total - ptl__spool_free_count(p->alloc);
     if (used > p->peak_used)

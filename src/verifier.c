@@ -13,6 +13,12 @@
  * (learn.microsoft.com, "Bug Check 0xC4", subcode 0x62; docs/fidelity.md). Without the
  * verifier the leaks stay: the runs show as "leaked" in the fragmentation map.
  *
+ * Call sites. With the verifier on, every tracked allocation (system PTE run, MDL, pool
+ * block, view) records where it was made: the DDI, the driver's return address into it
+ * (ptl__ddi_enter's __builtin_return_address, named with dladdr when the host exports the
+ * symbol) and the clock. A leak report ends with it, as Verifier's !verifier output
+ * names the allocating caller.
+ *
  * Fault injection. Like Verifier's low-resources simulation: with cfg.fault_inject_kinds
  * set, the Nth counted allocation fails (fault_inject_nth, 1-based), or each fails with
  * probability fault_inject_ppm per million from a generator seeded with cfg.seed, so that
@@ -22,6 +28,9 @@
 
 #include <ptelab/wdm.h>
 
+#include <dlfcn.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 void ptl__verifier_init(ptl_machine *m)
@@ -57,6 +66,51 @@ int ptl__verifier_inject(ptl_machine *m, uint32_t kind, const char *what)
     return fail;
 }
 
+uint32_t ptl__verifier_site(ptl_machine *m)
+{
+    ptl__verifier *v = &m->verifier;
+    if (!m->cfg.verifier || !v->ddi || v->nsites == UINT32_MAX - 1)
+        return 0;
+    if (v->nsites == v->capsites) {
+        v->capsites = v->capsites ? 2 * v->capsites : 64;
+        v->sites = ptl__xrealloc(v->sites, (size_t)v->capsites * sizeof *v->sites);
+    }
+    ptl__site *site = &v->sites[v->nsites++];
+    *site = (ptl__site){v->ddi, v->caller, m->perf.tick, ""};
+    if (v->where)
+        snprintf(site->where, sizeof site->where, "%s", v->where);
+    return v->nsites;
+}
+
+void ptl__verifier_site_text(const ptl_machine *m, uint32_t site, char *buf, size_t n)
+{
+    if (!n)
+        return;
+    buf[0] = '\0';
+    if (!site || site > m->verifier.nsites)
+        return;
+    const ptl__site *s = &m->verifier.sites[site - 1];
+    Dl_info info;
+    if (s->where[0]) /* a scenario's call: its line says more than the runner's address */
+        snprintf(buf, n, " (%s called at %s, at tick %llu)", s->ddi, s->where,
+                 (unsigned long long)s->tick);
+    else if (dladdr(s->caller, &info) && info.dli_sname && info.dli_saddr)
+        snprintf(buf, n, " (%s called from %p, %s+0x%tx, at tick %llu)", s->ddi, s->caller,
+                 info.dli_sname, (const char *)s->caller - (const char *)info.dli_saddr,
+                 (unsigned long long)s->tick);
+    else
+        snprintf(buf, n, " (%s called from %p, at tick %llu)", s->ddi, s->caller,
+                 (unsigned long long)s->tick);
+}
+
+void ptl__verifier_free(ptl_machine *m)
+{
+    free(m->verifier.sites);
+    for (int t = 0; t < 2; t++)
+        free(m->verifier.syspte_site[t]);
+    memset(&m->verifier, 0, sizeof m->verifier);
+}
+
 typedef struct leak_ctx {
     ptl_machine *m;
     uint32_t id;
@@ -72,9 +126,11 @@ static void mdl_leak(void *ctx, const void *key, void *val)
         return;
     const MDL *mdl = key;
     x->leaks++;
+    char site[256];
+    ptl__verifier_site_text(x->m, r->site, site, sizeof site);
     ptl__perf_event(x->m, PTL_EV_MISUSE,
-                    "leak at unload of %s: an MDL (%p, flags 0x%x) it allocated was never freed",
-                    x->name, key, (unsigned)(uint16_t)mdl->MdlFlags);
+                    "leak at unload of %s: an MDL (%p, flags 0x%x) it allocated was never freed%s",
+                    x->name, key, (unsigned)(uint16_t)mdl->MdlFlags, site);
 }
 
 static void pool_leak(void *ctx, const void *key, void *val)
@@ -85,11 +141,13 @@ static void pool_leak(void *ctx, const void *key, void *val)
     if (b->driver != x->id)
         return;
     x->leaks++;
+    char site[256];
+    ptl__verifier_site_text(x->m, b->site, site, sizeof site);
     ptl__perf_event(x->m, PTL_EV_MISUSE,
                     "leak at unload of %s: %s pool block at %08x (%u bytes, tag '%.4s') never "
-                    "freed",
+                    "freed%s",
                     x->name, b->paged ? "a paged" : "a nonpaged", b->data, b->bytes,
-                    (const char *)&b->tag);
+                    (const char *)&b->tag, site);
 }
 
 uint32_t ptl__verifier_unload(ptl_machine *m, ptl_driver *d)
@@ -107,9 +165,15 @@ uint32_t ptl__verifier_unload(ptl_machine *m, ptl_driver *d)
                                ? p->seg1_va + (i - p->seg0_count - 1) * PTL_PAGE_SIZE
                                : p->seg0_va + i * PTL_PAGE_SIZE,
                            NULL, &va, NULL, NULL, NULL);
+        char site[256];
+        ptl__verifier_site_text(m,
+                                m->verifier.syspte_site[PTL_SYSTEM_PTE_SPACE]
+                                    ? m->verifier.syspte_site[PTL_SYSTEM_PTE_SPACE][i]
+                                    : 0,
+                                site, sizeof site);
         ptl__perf_event(m, PTL_EV_MISUSE,
-                        "leak at unload of %s: %u system PTEs at %08x (%s) still mapped", d->name,
-                        e->run_len, va, ptl__pte_kind_name(e->kind));
+                        "leak at unload of %s: %u system PTEs at %08x (%s) still mapped%s", d->name,
+                        e->run_len, va, ptl__pte_kind_name(e->kind), site);
     }
     ptl__ptrmap_each(&m->mdls.map, mdl_leak, &x);
     ptl__ptrmap_each(&m->pools.blocks, pool_leak, &x);
@@ -118,9 +182,11 @@ uint32_t ptl__verifier_unload(ptl_machine *m, ptl_driver *d)
         if (v->driver != d->id)
             continue;
         x.leaks++;
+        char site[256];
+        ptl__verifier_site_text(m, v->site, site, sizeof site);
         ptl__perf_event(m, PTL_EV_MISUSE,
-                        "leak at unload of %s: a view of physical %llx at %08x in %s", d->name,
-                        (unsigned long long)v->pa, v->va, v->process->name);
+                        "leak at unload of %s: a view of physical %llx at %08x in %s%s", d->name,
+                        (unsigned long long)v->pa, v->va, v->process->name, site);
     }
     if (x.leaks && m->cfg.verifier)
         ptl__bugcheck_why(m, 0xC4, 0x62, d->base_va + 0x100, 0, x.leaks,

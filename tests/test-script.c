@@ -371,6 +371,26 @@ static void test_boot_fault_fields(void **state)
     outcome_free(&o);
 }
 
+/* With the verifier on, a scenario's leak report names the scenario line that made the
+ * allocation. */
+static void test_verifier_names_scenario_line(void **state)
+{
+    (void)state;
+    static const char text[] =
+        "local m = ptl.boot{ram = '64M', verifier = true}\n"
+        "m:adapter('PCIBus', 0, 0xE0000000, 1024 * 1024)\n"
+        "local d = assert(m:driver('leaky.sys', 8192))\n"
+        "m:call(nil, d, function() return MmMapIoSpace(0xE0000000, 4096, MmNonCached) end)\n"
+        "pcall(m.driver_unload, m, d)\n"
+        "for _, e in ipairs(m:events('misuse')) do\n"
+        "  if e.text:find('leak at unload') then return e.text end\n"
+        "end\n";
+    outcome o = run_sandboxed(text, 0);
+    assert_int_equal(o.rc, PTL_SCRIPT_STOP); /* 0xC4 0x62 at the unload */
+    assert_has(o.result, "MmMapIoSpace called at sandboxed.lua:4");
+    outcome_free(&o);
+}
+
 static void test_sandbox_bounds(void **state)
 {
     (void)state;
@@ -487,6 +507,7 @@ int main(void)
         cmocka_unit_test(test_exception_rethrown_past_try),
         cmocka_unit_test(test_sandbox_bounds),
         cmocka_unit_test(test_boot_fault_fields),
+        cmocka_unit_test(test_verifier_names_scenario_line),
         cmocka_unit_test(test_scenario_terminal_server),
         cmocka_unit_test(test_scenario_framebuffer),
         cmocka_unit_test(test_scenario_3gb),

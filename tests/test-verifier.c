@@ -258,6 +258,29 @@ static void test_leaks_at_unload(void **state)
     assert_int_equal(r.stop.param[0], 0x62);
     assert_int_equal(r.stop.param[1], ptl_driver_base(r.drv) + 0x100);
     assert_int_equal(r.stop.param[3], 4);
+    /* each leak names its call site: the DDI, the address in the driver that called it
+     * (inside leaky), the tick */
+    static const char *const ddis[] = {"MmMapIoSpace called from", "IoAllocateMdl called from",
+                                       "ExAllocatePoolWithTag called from"};
+    for (size_t k = 0; k < sizeof ddis / sizeof ddis[0]; k++) {
+        int seen = 0;
+        for (size_t i = 0; i < ptl_event_count(r.m); i++) {
+            ptl_event ev;
+            assert_int_equal(ptl_event_get(r.m, i, &ev), 0);
+            const char *at = strstr(ev.text, ddis[k]);
+            if (!strstr(ev.text, "leak at unload") || !at)
+                continue;
+            void *caller = NULL;
+            assert_int_equal(sscanf(at + strlen(ddis[k]), " %p", &caller), 1);
+            /* a return address inside leaky: after its start, within a few KB */
+            assert_true((uintptr_t)caller > (uintptr_t)leaky &&
+                        (uintptr_t)caller < (uintptr_t)leaky + 4096);
+            assert_non_null(strstr(at, "at tick"));
+            seen = 1;
+        }
+        if (!seen)
+            fail_msg("no leak report names '%s'", ddis[k]);
+    }
     ptl_shutdown(r.m);
     /* without the verifier: reported, and the runs show as leaked */
     r = boot_rig(0, PTL_NT4_SP4);
