@@ -201,11 +201,17 @@ static void free_mdl(ptl_machine *m, PMDL Mdl, ptl__mdlrec *r)
                         "are leaked for good (MmUnmapLockedPages first)",
                         driver_name(m), (uint32_t)(uintptr_t)Mdl->MappedSystemVa, r->pages);
     }
-    if (Mdl->MdlFlags & MDL_PAGES_LOCKED)
+    if (Mdl->MdlFlags & MDL_PAGES_LOCKED) {
         ptl__perf_event(m, PTL_EV_MISUSE,
                         "IoFreeMdl by %s of an MDL whose %u pages are still locked "
                         "(MmUnlockPages first): they stay locked",
                         driver_name(m), r->pages);
+        const char *owner = "system space"; /* the MDL's Process, found, not dereferenced */
+        for (const ptl_process *q = m->procs.list; q; q = q->next)
+            if (Mdl->Process && (const void *)&q->nt == (const void *)Mdl->Process)
+                owner = q->name;
+        ptl__verifier_locked_orphan(m, r->driver, r->pages, r->site, owner);
+    }
     for (uint32_t i = 0; i < r->nusers; i++)
         if (!r->users[i].orphaned)
             ptl__perf_event(m, PTL_EV_MISUSE,

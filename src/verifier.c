@@ -6,7 +6,8 @@
  * Leaks at unload. A driver that unloads while it still holds system PTE runs
  * (MmMapIoSpace, MDL mappings, MmAllocateNonCachedMemory), MDLs it allocated, pool blocks
  * (Verifier's Pool Tracking) or views of \Device\PhysicalMemory has each reported (an
- * event naming the resource); pages it left locked show through the MDLs that hold them. With the
+ * event naming the resource); pages it left locked show through the MDLs that hold them, or,
+ * when it freed such an MDL, as locked pages nothing can unlock any more. With the
  * verifier on, the unload then stops with DRIVER_VERIFIER_DETECTED_VIOLATION (0xC4) subcode 0x62,
  * the code Windows uses for a driver that unloads without freeing what it allocated: P2 the
  * driver's name (a UNICODE_STRING in its image), P3 0, P4 the number of leaked resources
@@ -103,8 +104,24 @@ void ptl__verifier_site_text(const ptl_machine *m, uint32_t site, char *buf, siz
                  (unsigned long long)s->tick);
 }
 
+void ptl__verifier_locked_orphan(ptl_machine *m, uint32_t driver, uint32_t pages, uint32_t site,
+                                 const char *process)
+{
+    ptl__verifier *v = &m->verifier;
+    if (v->norphans == v->caporphans) {
+        v->caporphans = v->caporphans ? 2 * v->caporphans : 8;
+        v->orphans = ptl__xrealloc(v->orphans, (size_t)v->caporphans * sizeof *v->orphans);
+    }
+    struct ptl__locked_orphan *o = &v->orphans[v->norphans++];
+    o->driver = driver;
+    o->pages = pages;
+    o->site = site;
+    snprintf(o->process, sizeof o->process, "%s", process ? process : "?");
+}
+
 void ptl__verifier_free(ptl_machine *m)
 {
+    free(m->verifier.orphans);
     free(m->verifier.sites);
     for (int t = 0; t < 2; t++)
         free(m->verifier.syspte_site[t]);
@@ -187,6 +204,18 @@ uint32_t ptl__verifier_unload(ptl_machine *m, ptl_driver *d)
         ptl__perf_event(m, PTL_EV_MISUSE,
                         "leak at unload of %s: a view of physical %llx at %08x in %s%s", d->name,
                         (unsigned long long)v->pa, v->va, v->process->name, site);
+    }
+    for (uint32_t k = 0; k < m->verifier.norphans; k++) {
+        const struct ptl__locked_orphan *o = &m->verifier.orphans[k];
+        if (o->driver != d->id)
+            continue;
+        x.leaks++;
+        char site[256];
+        ptl__verifier_site_text(m, o->site, site, sizeof site);
+        ptl__perf_event(m, PTL_EV_MISUSE,
+                        "leak at unload of %s: %u pages of %s still locked, their MDL freed "
+                        "before MmUnlockPages%s",
+                        d->name, o->pages, o->process, site);
     }
     if (x.leaks && m->cfg.verifier)
         ptl__bugcheck_why(m, 0xC4, 0x62, d->base_va + 0x100, 0, x.leaks,

@@ -27,6 +27,13 @@ typedef struct ptl__verifier {
     ptl__site *sites;
     uint32_t nsites, capsites;
     uint32_t *syspte_site[2]; /* per system PTE pool, at the first index of a run */
+    /* Pages left locked behind an MDL freed while they were locked: nothing can unlock
+     * them any more, so they are the driver's leak at unload. */
+    struct ptl__locked_orphan {
+        uint32_t driver, pages, site;
+        char process[16];
+    } * orphans;
+    uint32_t norphans, caporphans;
 } ptl__verifier;
 
 struct ptl_machine;
@@ -43,5 +50,8 @@ uint32_t ptl__verifier_site(struct ptl_machine *m);
 /* Writes " (DDI called from ADDR [symbol+off], tick T)" for a site, "" for 0. */
 void ptl__verifier_site_text(const struct ptl_machine *m, uint32_t site, char *buf, size_t n);
 void ptl__verifier_free(struct ptl_machine *m);
+/* IoFreeMdl of an MDL whose pages are still locked: remember them for the unload check. */
+void ptl__verifier_locked_orphan(struct ptl_machine *m, uint32_t driver, uint32_t pages,
+                                 uint32_t site, const char *process);
 
 #endif
