@@ -109,3 +109,15 @@ int ptl__hal_translate(ptl_machine *m, int type, uint32_t number, uint64_t bus_a
     *address_space = b->io_space ? 1u : 0u;
     return 1;
 }
+
+int ptl__hal_check(const ptl__hal *h, FILE *why)
+{
+    for (int i = 0; i < h->nbuses; i++)
+        for (int j = 0; j < i; j++)
+            if (h->buses[i].type == h->buses[j].type && h->buses[i].number == h->buses[j].number) {
+                fprintf(why, "hal: bus %s %u is registered twice\n",
+                        ptl__bus_name(h->buses[i].type), h->buses[i].number);
+                return -1;
+            }
+    return 0;
+}

@@ -3,6 +3,7 @@
 #define PTELAB_HAL_H
 
 #include <stdint.h>
+#include <stdio.h>
 
 typedef struct ptl__bus {
     int type; /* INTERFACE_TYPE */
@@ -21,6 +22,8 @@ void ptl__hal_free(ptl__hal *h);
 const ptl__bus *ptl__hal_bus(const ptl__hal *h, int type, uint32_t number);
 int ptl__hal_add_bus(ptl__hal *h, int type, uint32_t number, uint64_t translation, int io_space);
 const char *ptl__bus_name(int type);
+/* (type, number) pairs are unique (hal.c); 0 or -1 with the reason. */
+int ptl__hal_check(const ptl__hal *h, FILE *why);
 struct ptl_machine;
 /* HalTranslateBusAddress: 1 with the translated address and space set, or 0. */
 int ptl__hal_translate(struct ptl_machine *m, int type, uint32_t number, uint64_t bus_address,

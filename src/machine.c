@@ -591,7 +591,9 @@ static int check_full(ptl_machine *m, FILE *why)
                    ptl__pte_check(m, why) || ptl__sysptes_check(m, why) || ptl__mmu_check(m, why) ||
                    ptl__process_check(m, why) || ptl__kernel_check(m, why) ||
                    ptl__cache_check(m, why) || ptl__objects_check(m, why) ||
-                   ptl__mdls_check(m, why) || ptl__pools_check(m, why) || ptl__native_check(m, why)
+                   ptl__mdls_check(m, why) || ptl__pools_check(m, why) ||
+                   ptl__native_check(m, why) || ptl__hal_check(&m->hal, why) ||
+                   ptl__perf_check(m, 1, why)
                ? -1
                : 0;
 }
@@ -613,7 +615,8 @@ static int check_incremental(ptl_machine *m, FILE *why)
         return -1;
     return ptl__kernel_check(m, why) || ptl__cache_check(m, why) ||
                    ptl__objects_check_changed(m, why) || ptl__mdls_check(m, why) ||
-                   ptl__pools_check(m, why) || ptl__native_check(m, why)
+                   ptl__pools_check(m, why) || ptl__native_check(m, why) ||
+                   ptl__hal_check(&m->hal, why) || ptl__perf_check(m, 0, why)
                ? -1
                : 0;
 }

@@ -10,7 +10,9 @@
  * an event costs its record and its words, and the pointer ptl_event_get hands out stays
  * valid while the machine lives.
  *
- * Invariant: events are in strictly increasing seq order, ticks never decrease.
+ * Invariants (ptl__perf_check): event i has seq i, its type is known and its text is set;
+ * ticks never decrease and never run ahead of the clock; the per-type counts add up to
+ * the events; there is a counter sample per event of a booted machine, at most.
  */
 #include "internal.h"
 
@@ -255,6 +257,30 @@ static const char *arena_copy(ptl__perf *pf, const char *text)
     memcpy(at, text, len);
     pf->chunk_used += len;
     return at;
+}
+
+int ptl__perf_check(ptl_machine *m, int all, FILE *why)
+{
+    ptl__perf *pf = &m->perf;
+    uint64_t sum = 0;
+    for (int t = 0; t < PTL_EV_TYPES; t++)
+        sum += pf->count[t];
+    if (sum != pf->n || pf->nsamples > pf->n) {
+        fprintf(why, "perf: %zu events, the per-type counts add up to %llu, %zu samples\n", pf->n,
+                (unsigned long long)sum, pf->nsamples);
+        return -1;
+    }
+    for (size_t i = all ? 0 : pf->checked; i < pf->n; i++) {
+        const ptl__event *e = &pf->ev[i];
+        if (e->seq != i || e->type >= PTL_EV_TYPES || !e->text || e->tick > pf->tick ||
+            (i > 0 && e->tick < pf->ev[i - 1].tick)) {
+            fprintf(why, "perf: event %zu (seq %llu, tick %llu) is out of order or broken\n", i,
+                    (unsigned long long)e->seq, (unsigned long long)e->tick);
+            return -1;
+        }
+    }
+    pf->checked = pf->n;
+    return 0;
 }
 
 void ptl__perf_event(ptl_machine *m, ptl__event_type type, const char *fmt, ...)

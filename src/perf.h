@@ -4,6 +4,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 typedef enum ptl__event_type {
     PTL_EV_BOOT = 0,
@@ -55,7 +56,8 @@ typedef struct ptl__perf {
     size_t nsamples, samples_cap;
     ptl__event *ev;
     size_t n, cap;
-    char **chunks; /* the text arena: chunks that never move, each text stored once */
+    size_t checked; /* events ptl__perf_check has looked at (it checks only newer ones) */
+    char **chunks;  /* the text arena: chunks that never move, each text stored once */
     size_t nchunks, chunk_used;
     uint64_t tick;
     uint64_t count[PTL_EV_TYPES];
@@ -66,6 +68,9 @@ struct ptl_machine;
 void ptl__perf_init(struct ptl_machine *m);
 void ptl__perf_free(struct ptl_machine *m);
 void ptl__perf_tick(struct ptl_machine *m); /* one DDI call */
+/* The log's invariants (see perf.c) over the events added since the last check, or over
+ * all of them when all is set; the per-type counts always. */
+int ptl__perf_check(struct ptl_machine *m, int all, FILE *why);
 void ptl__perf_event(struct ptl_machine *m, ptl__event_type type, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 const char *ptl__event_type_name(int type);

@@ -623,6 +623,23 @@ static void test_harness_misuse_is_refused(void **state)
     /* shutting a machine down from inside its own call is refused */
     assert_int_equal(ptl_call(m, NULL, NULL, shutdown_inside, m, NULL), 0);
     check_ok(m);
+    /* the event log's and the HAL's invariants are part of both checks */
+    m->perf.count[0]++;
+    assert_int_not_equal(ptl_check(m), 0);
+    assert_non_null(strstr(ptl_error(), "perf:"));
+    assert_int_not_equal(ptl_check_full(m), 0);
+    m->perf.count[0]--;
+    check_ok(m);
+    assert_int_equal(ptl_adapter_add(m, PCIBus, 0, 0xE0000000ull, 1u << 20), 0);
+    assert_true(m->hal.nbuses >= 1);
+    ptl__bus dup = m->hal.buses[0];
+    assert_int_equal(ptl__hal_add_bus(&m->hal, dup.type, dup.number + 1, 0, 0), 0);
+    m->hal.buses[m->hal.nbuses - 1].number = dup.number; /* the same bus twice */
+    assert_int_not_equal(ptl_check(m), 0);
+    assert_non_null(strstr(ptl_error(), "registered twice"));
+    assert_int_not_equal(ptl_check_full(m), 0);
+    m->hal.nbuses--;
+    check_ok(m);
     /* the event log's readers say why they return nothing */
     ptl_event ev;
     assert_int_equal(ptl_event_get(m, (size_t)-1, &ev), -1);
