@@ -6,10 +6,14 @@
  * called outside driver code is a harness misuse: message and abort, since there is no
  * machine to report to), re-lands a STOP on a machine that already stopped (so code that
  * keeps running after a nested ptl_call returned a STOP cannot change a frozen machine),
- * and advances the simulated clock.
+ * advances the simulated clock, and notes the DDI and the driver's return address into it
+ * (the verifier's call site, verifier.c).
  *
  * Addresses: a pointer below 4 GB is an emulated x86 address and goes through the MMU in
  * kernel mode at the current IRQL; anything else is host memory (DESIGN.md, "Addresses").
+ *
+ * Invariants: no state of its own; each DDI's effects are checked by the module they
+ * belong to.
  */
 #include "internal.h"
 

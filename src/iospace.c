@@ -18,6 +18,10 @@
  *
  * The run's record is the pool's own (kind I/O space, owner driver): there is no second
  * table to keep in step.
+ *
+ * Invariants: none of its own state. An I/O-space mapping is exactly a system PTE run of
+ * kind I/O space (ptl__sysptes_check) whose cache attribute the cache tracker holds until
+ * the unmap (ptl__cache_check).
  */
 #include "internal.h"
 

@@ -20,6 +20,9 @@
  *
  * Numbers are WinDbg's: hexadecimal by default, 0x for hex and 0n for decimal explicitly,
  * ` separators (8010`1000) allowed, and + - * / % with parentheses wherever a number goes.
+ *
+ * Invariant: kd changes the machine only through e* (never a paging structure) and the
+ * implicit process of .process; every other command only reads.
  */
 #include "internal.h"
 

@@ -15,6 +15,8 @@
  *
  * An error names the file, the line and the reason, and leaves the configuration as it
  * was: values are staged and copied only when the whole file parsed.
+ *
+ * Invariant: an import that fails leaves the configuration exactly as it was.
  */
 #include "internal.h"
 

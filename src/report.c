@@ -13,6 +13,9 @@
  * Size: the timeline keeps at most four points per horizontal pixel (first, min, max,
  * last), and a fragmentation map draws each run of equal colour within a 4 MB row (one
  * page table's worth of PTEs) as a single <rect>.
+ *
+ * Invariant: writing a report reads the machine and changes nothing in it (a snapshot
+ * only adds a fragmentation map, at most PTL_SNAPSHOTS_MAX of them).
  */
 #include "internal.h"
 

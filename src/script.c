@@ -2,7 +2,8 @@
  *
  * Lua API. A script sees a table `ptl`:
  *   ptl.boot{ram=, profile=, system_pages=, boot_3gb=, userva=, track_ptes=, verifier=,
- *            reg=, seed=, paged_pool_size=, nonpaged_pool_size=, policy="low"|"high"}
+ *            reg=, seed=, paged_pool_size=, nonpaged_pool_size=, policy="low"|"high",
+ *            fail_nth=, fail_ppm=, fail_kinds="syspte,pool,mdl"}
  *       -> machine   (ram: bytes, or a string like "64M"; system_pages: a count or "max")
  *   ptl.version, ptl.hex(n) -> "0x0000003F"
  * and a machine's methods: adapter, bus, process, driver, import, thread, thread_exit,
@@ -53,6 +54,9 @@
  *
  * Outcome. The report and CSV are written for the machine that stopped (the first to),
  * else the last one booted, even after a Lua error; the STOP screen goes to stdout.
+ *
+ * Invariants: no ptelab frame is pushed while Lua code runs (4. above); every machine a
+ * script booted is shut down when the script ends, however it ends.
  */
 #include "script.h"
 

@@ -24,6 +24,9 @@
  * set, the Nth counted allocation fails (fault_inject_nth, 1-based), or each fails with
  * probability fault_inject_ppm per million from a generator seeded with cfg.seed, so that
  * a driver's failure paths run. Each injection is an event.
+ *
+ * Invariants: the records here are append-only (sites, locked orphans); the resources they
+ * describe are checked by their own modules.
  */
 #include "internal.h"
 

@@ -14,6 +14,9 @@
  *   - attaching switches the address space of the running thread to another process,
  *     below DISPATCH_LEVEL, and every attach has its detach; ApcState remembers the
  *     process to return to.
+ *
+ * Invariants: this file keeps no state of its own; the VADs it changes are checked by
+ * ptl__process_check, the attach depth by ptl__kernel_check (PASSIVE outside calls).
  */
 #include "internal.h"
 
