@@ -344,6 +344,19 @@ static outcome run_sandboxed(const char *text, uint64_t max_machine_ram)
     return o;
 }
 
+/* Run text sandboxed; expect rc, and each of result_has / error_has (NULL: not checked). */
+static void expect_sandboxed(const char *text, int rc, const char *result_has,
+                             const char *error_has)
+{
+    outcome o = run_sandboxed(text, 0);
+    assert_int_equal(o.rc, rc);
+    if (result_has)
+        assert_has(o.result, result_has);
+    if (error_has)
+        assert_has(o.error, error_has);
+    outcome_free(&o);
+}
+
 /* ptl.boot's fault-injection fields, and the runner's defaults that they override. */
 static void test_boot_fault_fields(void **state)
 {
@@ -357,18 +370,11 @@ static void test_boot_fault_fields(void **state)
         "  return va, IoAllocateMdl(va, 4096)\n"
         "end)\n"
         "return (va and 'map' or 'nomap') .. ',' .. (mdl and 'mdl' or 'nomdl')";
-    outcome o = run_sandboxed(text, 0);
-    assert_int_equal(o.rc, PTL_SCRIPT_OK);
-    assert_has(o.result, "map,nomdl");
-    outcome_free(&o);
-    o = run_sandboxed("ptl.boot{fail_kinds = 'disk'}", 0);
-    assert_int_equal(o.rc, PTL_SCRIPT_LUA_ERROR);
-    assert_has(o.error, "'disk' is not syspte, pool, mdl or all");
-    outcome_free(&o);
-    o = run_sandboxed("ptl.boot{fail_ppm = 2000000}", 0);
-    assert_int_equal(o.rc, PTL_SCRIPT_LUA_ERROR);
-    assert_has(o.error, "more than a million");
-    outcome_free(&o);
+    expect_sandboxed(text, PTL_SCRIPT_OK, "map,nomdl", NULL);
+    expect_sandboxed("ptl.boot{fail_kinds = 'disk'}", PTL_SCRIPT_LUA_ERROR, NULL,
+                     "'disk' is not syspte, pool, mdl or all");
+    expect_sandboxed("ptl.boot{fail_ppm = 2000000}", PTL_SCRIPT_LUA_ERROR, NULL,
+                     "more than a million");
 }
 
 /* With the verifier on, a scenario's leak report names the scenario line that made the
@@ -385,10 +391,8 @@ static void test_verifier_names_scenario_line(void **state)
         "for _, e in ipairs(m:events('misuse')) do\n"
         "  if e.text:find('leak at unload') then return e.text end\n"
         "end\n";
-    outcome o = run_sandboxed(text, 0);
-    assert_int_equal(o.rc, PTL_SCRIPT_STOP); /* 0xC4 0x62 at the unload */
-    assert_has(o.result, "MmMapIoSpace called at sandboxed.lua:4");
-    outcome_free(&o);
+    /* the unload stops with 0xC4 0x62; the script's result is still there */
+    expect_sandboxed(text, PTL_SCRIPT_STOP, "MmMapIoSpace called at sandboxed.lua:4", NULL);
 }
 
 static void test_sandbox_bounds(void **state)

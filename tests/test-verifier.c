@@ -258,17 +258,24 @@ static void lock_and_forget(void *arg)
     IoFreeMdl(mdl);
 }
 
+/* Run fn as the rig's driver, unload it, and expect STOP 0xC4 0x62 for `leaks` resources. */
+static void expect_leaks(rig *r, void (*fn)(void *), uint32_t leaks)
+{
+    current_rig = r;
+    assert_int_equal(ptl_call(r->m, r->app, r->drv, fn, NULL, &r->stop), 0);
+    assert_int_equal(ptl_driver_unload(r->drv, &r->stop), 0xC4);
+    assert_int_equal(r->stop.param[0], 0x62);
+    assert_int_equal(r->stop.param[1], ptl_driver_base(r->drv) + 0x100);
+    assert_int_equal(r->stop.param[3], leaks);
+}
+
 /* Pages left locked behind a freed MDL are the driver's leak at unload (an audit found
  * them reported only when the process exited, as 0x76). */
 static void test_locked_pages_leak_at_unload(void **state)
 {
     (void)state;
     rig r = boot_rig(1, PTL_NT4_SP4);
-    current_rig = &r;
-    assert_int_equal(ptl_call(r.m, r.app, r.drv, lock_and_forget, NULL, &r.stop), 0);
-    assert_int_equal(ptl_driver_unload(r.drv, &r.stop), 0xC4);
-    assert_int_equal(r.stop.param[0], 0x62);
-    assert_int_equal(r.stop.param[3], 1);
+    expect_leaks(&r, lock_and_forget, 1);
     int seen = 0;
     for (size_t i = 0; i < ptl_event_count(r.m); i++) {
         ptl_event ev;
@@ -284,12 +291,7 @@ static void test_leaks_at_unload(void **state)
 {
     (void)state;
     rig r = boot_rig(1, PTL_NT4_SP4);
-    current_rig = &r;
-    assert_int_equal(ptl_call(r.m, r.app, r.drv, leaky, NULL, &r.stop), 0);
-    assert_int_equal(ptl_driver_unload(r.drv, &r.stop), 0xC4);
-    assert_int_equal(r.stop.param[0], 0x62);
-    assert_int_equal(r.stop.param[1], ptl_driver_base(r.drv) + 0x100);
-    assert_int_equal(r.stop.param[3], 4);
+    expect_leaks(&r, leaky, 4);
     /* each leak names its call site: the DDI, the address in the driver that called it
      * (inside leaky), the tick */
     static const char *const ddis[] = {"MmMapIoSpace called from", "IoAllocateMdl called from",
