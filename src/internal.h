@@ -79,6 +79,7 @@ typedef ptl_frame ptl__frame; /* see ptelab.h */
 #include "pool.h"
 #include "native.h"
 #include "icheck.h"
+#include "report.h"
 
 #define PTL_MAX_ISLANDS 32
 
@@ -120,12 +121,11 @@ struct ptl_machine {
 bool ptl__is_host(const ptl_machine *m, const volatile void *p);
 bool ptl__overlaps_island(const ptl_machine *m, uint32_t start, uint32_t end);
 
-/* Every DDI starts here: the machine ptl_call made current (a DDI outside driver code is
- * a harness misuse: message and abort), a STOP re-landed on a machine that already
- * stopped, and one tick of the simulated clock (ddi.c). */
-/* Every DDI begins here: the machine of the calling thread, one clock tick, and where the
- * driver called from (its return address: the verifier's call site). A macro, so that the
- * address is the DDI's own return address into the driver. */
+/* Every DDI starts here (ddi.c): the machine ptl_call made current (a DDI outside driver
+ * code is a harness misuse: message and abort), a STOP re-landed on a machine that already
+ * stopped, one tick of the simulated clock, and where the driver called from (its return
+ * address: the verifier's call site). A macro, so that the address is the DDI's own return
+ * address into the driver. */
 ptl_machine *ptl__ddi_enter_at(const char *name, const void *caller);
 #define ptl__ddi_enter(name) ptl__ddi_enter_at((name), __builtin_return_address(0))
 /* The same without the tick: what HAL macros and the thread DDIs that keep their own
@@ -134,9 +134,6 @@ ptl_machine *ptl__driver_context(const char *name);
 /* "64K", "1.5M", "3.5G", "4096", "64KB": bytes (0 allowed), or -1 (machine.c; the size
  * parser behind ptl_parse_size and the planner's workload sizes). */
 int ptl__parse_size_bytes(const char *s, double *bytes);
-
-/* HTML-escape text onto f (report.c; the plan page uses it too). */
-void ptl__html_escape(FILE *f, const char *s);
 
 /* A machine handle is usable: not NULL and alive. Sets ptl_error otherwise. */
 bool ptl__machine_ok(const ptl_machine *m);

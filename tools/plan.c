@@ -5,6 +5,7 @@
 #include "cli.h"
 
 #include "../src/plan.h"
+#include "../src/report.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -335,9 +336,6 @@ static double pow10_(int d)
         v /= 10;
     return v;
 }
-
-/* report.c's escaper (src/internal.h would bring the whole machine into this file) */
-void ptl__html_escape(FILE *f, const char *s);
 
 static int write_html(const ptl_plan *p, const char *path)
 {
