@@ -689,6 +689,22 @@ typedef struct map_ctx {
     int k;
 } map_ctx;
 
+/* it MmMapIoSpace+MmUnmapIoSpace pairs of `pages` pages: the elapsed ns (failed set when a
+ * map returned NULL). */
+static double map_unmap_pairs(PHYSICAL_ADDRESS pa, uint32_t pages, long it, int *failed)
+{
+    double t0 = now_ns();
+    for (long i = 0; i < it; i++) {
+        PVOID va = MmMapIoSpace(pa, (SIZE_T)pages * PAGE_SIZE, MmNonCached);
+        if (!va) {
+            *failed = 1;
+            break;
+        }
+        MmUnmapIoSpace(va, (SIZE_T)pages * PAGE_SIZE);
+    }
+    return now_ns() - t0;
+}
+
 static void map_driver(void *arg)
 {
     map_ctx *mc = arg;
@@ -703,32 +719,10 @@ static void map_driver(void *arg)
      * timer and an interrupt do not decide the median. A fixed 19 pairs of 4096 pages
      * (about 0.1 ms) gave ratios from 1.3x to 3.8x in back-to-back runs. */
     long it = 2;
-    for (;;) {
-        double t0 = now_ns();
-        for (long i = 0; i < it; i++) {
-            PVOID va = MmMapIoSpace(pa, (SIZE_T)pages * PAGE_SIZE, MmNonCached);
-            if (!va) {
-                c->failed = 1;
-                break;
-            }
-            MmUnmapIoSpace(va, (SIZE_T)pages * PAGE_SIZE);
-        }
-        if (now_ns() - t0 >= run_ns / 8 || it >= (1L << 24))
-            break;
+    while (map_unmap_pairs(pa, pages, it, &c->failed) < run_ns / 8 && it < (1L << 24))
         it *= 2;
-    }
-    for (int r = 0; r < RUNS; r++) {
-        double t0 = now_ns();
-        for (long i = 0; i < it; i++) {
-            PVOID va = MmMapIoSpace(pa, (SIZE_T)pages * PAGE_SIZE, MmNonCached);
-            if (!va) {
-                c->failed = 1;
-                break;
-            }
-            MmUnmapIoSpace(va, (SIZE_T)pages * PAGE_SIZE);
-        }
-        v[r] = (now_ns() - t0) / it;
-    }
+    for (int r = 0; r < RUNS; r++)
+        v[r] = map_unmap_pairs(pa, pages, it, &c->failed) / it;
     if (mc->native_pass) {
         c->map_native_ns[k] = median(v, RUNS);
         c->map_native_ops[k] = it;
